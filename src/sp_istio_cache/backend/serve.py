@@ -1,0 +1,78 @@
+"""Run an aiohttp application until SIGTERM/SIGINT, announcing the bound port in a file.
+
+Shared by ``python -m sp_istio_cache.backend`` and ``python -m sp_istio_cache.upstream``: bind
+(port 0 picks a free one), write the port to ``port_file`` atomically once listening, serve,
+and shut down cleanly on a signal.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import logging
+import os
+import signal
+import socket
+import tempfile
+from pathlib import Path
+
+from aiohttp import web
+
+log = logging.getLogger("sp_istio_cache.serve")
+
+
+def write_port_file(path: Path, port: int) -> None:
+    """Write ``port`` (decimal + newline) to ``path`` via rename, so readers never see half a file."""
+    path = Path(path)
+    path.parent.mkdir(parents=True, exist_ok=True)
+    fd, tmp = tempfile.mkstemp(prefix=path.name + ".", dir=path.parent)
+    try:
+        with os.fdopen(fd, "w") as f:
+            f.write(f"{port}\n")
+        os.replace(tmp, path)
+    except BaseException:
+        Path(tmp).unlink(missing_ok=True)
+        raise
+
+
+async def serve(app: web.Application, host: str, port: int, port_file: Path | None = None) -> None:
+    """Serve ``app`` on ``host:port`` until SIGTERM or SIGINT, then clean up and return.
+
+    Raises:
+        OSError: the address cannot be bound.
+    """
+    family = socket.AF_INET6 if ":" in host else socket.AF_INET
+    sock = socket.socket(family, socket.SOCK_STREAM)
+    sock.setsockopt(socket.SOL_SOCKET, socket.SO_REUSEADDR, 1)
+    try:
+        sock.bind((host, port))
+        sock.listen(1024)
+    except OSError:
+        sock.close()
+        raise
+    sock.setblocking(False)
+    bound_port = sock.getsockname()[1]
+
+    stop = asyncio.Event()
+    loop = asyncio.get_running_loop()
+    for sig in (signal.SIGTERM, signal.SIGINT):
+        loop.add_signal_handler(sig, stop.set)
+
+    runner = web.AppRunner(app, access_log=None)
+    await runner.setup()
+    try:
+        await web.SockSite(runner, sock).start()
+        if port_file is not None:
+            write_port_file(port_file, bound_port)
+        log.info("listening on %s:%d", host, bound_port)
+        await stop.wait()
+        log.info("signal received, shutting down")
+    finally:
+        await runner.cleanup()
+        for sig in (signal.SIGTERM, signal.SIGINT):
+            loop.remove_signal_handler(sig)
+
+
+def run(app: web.Application, host: str, port: int, port_file: Path | None = None) -> int:
+    """Blocking wrapper around :func:`serve`; returns the process exit code (0)."""
+    asyncio.run(serve(app, host, port, port_file))
+    return 0

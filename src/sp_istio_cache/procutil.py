@@ -1,0 +1,91 @@
+"""Child processes that always end: start in their own session, stop the whole group.
+
+Used by the Envoy local runtime and the Python services, so no Envoy or server outlives the
+workbench, a failed test or Ctrl-C.
+"""
+
+from __future__ import annotations
+
+import os
+import signal
+import subprocess
+import time
+from pathlib import Path
+
+
+def spawn(argv: list[str], log_path: Path, env: dict[str, str] | None = None) -> subprocess.Popen:
+    """Start ``argv`` in a new session (its own process group), stdout+stderr appended to ``log_path``.
+
+    Raises:
+        FileNotFoundError: the executable does not exist.
+    """
+    log_path.parent.mkdir(parents=True, exist_ok=True)
+    with open(log_path, "ab") as log:
+        return subprocess.Popen(
+            argv,
+            stdin=subprocess.DEVNULL,
+            stdout=log,
+            stderr=subprocess.STDOUT,
+            start_new_session=True,
+            env=env,
+        )
+
+
+def terminate_group(pid: int, grace_s: float = 5.0) -> None:
+    """SIGTERM the process group led by ``pid``, then SIGKILL after ``grace_s`` seconds.
+
+    A group that is already gone is not an error.
+    """
+    try:
+        os.killpg(pid, signal.SIGTERM)
+    except ProcessLookupError:
+        return
+    deadline = time.monotonic() + grace_s
+    while time.monotonic() < deadline:
+        if not _alive(pid):
+            return
+        time.sleep(0.05)
+    try:
+        os.killpg(pid, signal.SIGKILL)
+    except ProcessLookupError:
+        return
+    for _ in range(100):
+        if not _alive(pid):
+            return
+        time.sleep(0.02)
+
+
+def _alive(pid: int) -> bool:
+    try:
+        waited, _ = os.waitpid(pid, os.WNOHANG)
+        if waited == pid:
+            return False
+    except ChildProcessError:
+        pass  # not our child (e.g. started by an earlier `up`): fall back to a signal probe
+    try:
+        os.kill(pid, 0)
+    except ProcessLookupError:
+        return False
+    return True
+
+
+def stop(proc: subprocess.Popen, grace_s: float = 5.0) -> int | None:
+    """Stop ``proc`` and its group; return its exit code (None if it could not be reaped)."""
+    if proc.poll() is None:
+        terminate_group(proc.pid, grace_s)
+    try:
+        return proc.wait(timeout=grace_s)
+    except subprocess.TimeoutExpired:
+        return None
+
+
+def tail(path: Path, max_bytes: int = 4000) -> str:
+    """The last ``max_bytes`` of a log file as text ('' when the file does not exist)."""
+    try:
+        with open(path, "rb") as f:
+            f.seek(0, os.SEEK_END)
+            size = f.tell()
+            f.seek(max(0, size - max_bytes))
+            return f.read().decode(errors="replace")
+    except FileNotFoundError:
+        return ""
