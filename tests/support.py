@@ -91,7 +91,8 @@ def running(app: web.Application) -> Iterator[Client]:
 
 
 @contextlib.contextmanager
-def service_process(module: str, args: list[str], port_file: Path, log: Path) -> Iterator[tuple[subprocess.Popen, Client]]:
+def service_process(module: str, args: list[str], port_file: Path,
+                    log: Path) -> Iterator[tuple[subprocess.Popen, Client]]:
     """Run ``python -m module args...``; wait for ``port_file``; yield (process, client); always stop it."""
     with open(log, "wb") as out:
         proc = subprocess.Popen([sys.executable, "-m", module, *args, "--port-file", str(port_file)],

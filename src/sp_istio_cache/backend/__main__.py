@@ -11,19 +11,22 @@ import logging
 import sys
 from pathlib import Path
 
+from sp_istio_cache.paths import STATE_DIR
+
 from .app import DEFAULT_MAX_BODY, create_app
 from .serve import run
 from .storage import create_storage, storage_names
 
 
 def parse_args(argv: list[str] | None = None) -> argparse.Namespace:
-    p = argparse.ArgumentParser(prog="python -m sp_istio_cache.backend", description=__doc__.splitlines()[0])
+    p = argparse.ArgumentParser(prog="python -m sp_istio_cache.backend", description="Run the cache backend (docs/protocol.md).")
     p.add_argument("--host", default="127.0.0.1", help="address to bind (default 127.0.0.1)")
     p.add_argument("--port", type=int, default=0, help="port to bind; 0 picks a free one (default 0)")
     p.add_argument("--port-file", type=Path, help="write the bound port here once listening")
-    p.add_argument("--storage", default="sqlite", choices=storage_names(), help="storage implementation (default sqlite)")
-    p.add_argument("--db", type=Path, default=Path(".sp-istio-cache/backend.sqlite"),
-                   help="SQLite file for --storage sqlite (default .sp-istio-cache/backend.sqlite)")
+    p.add_argument("--storage", default="sqlite", choices=storage_names(),
+                   help="storage implementation (default sqlite)")
+    p.add_argument("--db", type=Path, default=STATE_DIR / "backend.sqlite",
+                   help="SQLite file for --storage sqlite (default <checkout>/.sp-istio-cache/backend.sqlite)")
     p.add_argument("--default-ttl", type=float, default=300.0,
                    help="seconds of freshness when a store carries no sp.cache.ttl_seconds (default 300)")
     p.add_argument("--public-key", help="require this x-public-key on protocol calls (401 otherwise)")

@@ -17,7 +17,7 @@ from .payload import DEFAULT_BUDGET, PayloadCache
 
 
 def parse_args(argv: list[str] | None = None) -> argparse.Namespace:
-    p = argparse.ArgumentParser(prog="python -m sp_istio_cache.upstream", description=__doc__.splitlines()[0])
+    p = argparse.ArgumentParser(prog="python -m sp_istio_cache.upstream", description="Run the upstream test application.")
     p.add_argument("--host", default="127.0.0.1", help="address to bind (default 127.0.0.1)")
     p.add_argument("--port", type=int, default=0, help="port to bind; 0 picks a free one (default 0)")
     p.add_argument("--port-file", type=Path, help="write the bound port here once listening")
