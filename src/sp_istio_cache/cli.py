@@ -83,7 +83,8 @@ def _spec(variant: str, runtime: str, storage: str, plugin_config: Optional[Path
 
 
 VariantOpt = typer.Option("filter", help="baseline | filter-off | filter | envoy-cache")
-RuntimeOpt = typer.Option("local", help="Envoy runtime.")
+RuntimeOpt = typer.Option("local", help="Envoy runtime: local (a process) | docker (a container on the host "
+                                                 "network, image built locally from the wheel's Envoy).")
 StorageOpt = typer.Option("sqlite", help="Backend storage: sqlite | memory.")
 ConfigOpt = typer.Option(None, "--plugin-config", help="JSON file with the filter's plugin configuration.")
 WasmOpt = typer.Option(None, help="Filter module (default: filter/dist/sp_istio_cache.wasm, built if missing).")
@@ -131,10 +132,16 @@ def up(variant: str = VariantOpt, runtime: str = RuntimeOpt, storage: str = Stor
 
 @app.command()
 def down() -> None:
-    """Stop the stack started by `up` (every process it recorded)."""
+    """Stop the stack started by `up` (every process it recorded) and remove the containers the
+    workbench labelled (sp-istio-cache.managed=true) whose owner process has ended."""
+    from .runtime import RuntimeUnavailable, remove_leftovers
     from .stack import stop_detached
 
     stopped = stop_detached(STATE_FILE)
+    try:
+        stopped += [f"container {name}" for name in remove_leftovers(orphans_only=True)]
+    except RuntimeUnavailable:
+        pass  # no Docker engine: no container can be left
     console.print("stopped: " + ", ".join(stopped) if stopped else "no stack was up")
 
 
@@ -170,6 +177,74 @@ def smoke(size: int = typer.Option(65536, help="Response body size in bytes."),
         _fail(f"smoke could not run: {exc}")
     console.print(result.verdict(), highlight=False)
     if not result.ok:
+        raise typer.Exit(1)
+
+
+@app.command()
+def bench(matrix: Optional[Path] = typer.Option(None, "--matrix", help="Matrix YAML (see bench/matrix-default.yaml); flags override its keys."),
+          sizes: Optional[str] = typer.Option(None, help="Response payload sizes in bytes, comma-separated (e.g. 1024,262144)."),
+          hit_ratios: Optional[str] = typer.Option(None, help="Target hit ratios, comma-separated (e.g. 0,0.9)."),
+          variants: Optional[str] = typer.Option(None, help="Comma-separated: baseline, filter-off, filter, envoy-cache."),
+          request_body_sizes: Optional[str] = typer.Option(None, help="Request body sizes in bytes (> 0 sends POST)."),
+          duration: Optional[float] = typer.Option(None, help="Measured seconds per cell (whole seconds)."),
+          users: Optional[int] = typer.Option(None, help="Locust users per cell (default 10)."),
+          rate: Optional[float] = typer.Option(None, help="Fixed arrival rate, requests/s over all users; 0 = closed loop."),
+          hot_keys: Optional[int] = typer.Option(None, help="Hot key set size seeded by the warm-up."),
+          processes: Optional[int] = typer.Option(None, help="Locust processes (--processes) for bigger machines."),
+          concurrency: Optional[int] = typer.Option(None, help="Envoy worker threads."),
+          runtime: Optional[str] = typer.Option(None, help="Envoy runtime (local)."),
+          storage: Optional[str] = typer.Option(None, help="Backend storage: sqlite | memory."),
+          plugin_config: Optional[Path] = ConfigOpt, wasm: Optional[Path] = WasmOpt,
+          out: Optional[Path] = typer.Option(None, help="Run directory (default reports/bench-<UTC time>)."),
+          no_progress: bool = typer.Option(False, "--no-progress", help="No progress bars.")) -> None:
+    """Run a benchmark matrix; write OUT/results.parquet, results.csv, run.json and per-cell files."""
+    from datetime import datetime, timezone
+
+    from .bench.runner import CellError, run_matrix
+    from .bench.scenario import Matrix, ScenarioError, load_matrix, parse_list
+    from .paths import REPO_ROOT
+
+    _sigterm_as_exit()
+    try:
+        base = load_matrix(matrix) if matrix else Matrix()
+        m = base.with_overrides(
+            source="flags",
+            variants=parse_list(variants, str, "--variants"), payload_bytes=parse_list(sizes, int, "--sizes"),
+            request_body_bytes=parse_list(request_body_sizes, int, "--request-body-sizes"),
+            hit_ratios=parse_list(hit_ratios, float, "--hit-ratios"), duration_s=duration, users=users,
+            rate=rate, hot_keys=hot_keys, processes=processes, envoy_concurrency=concurrency,
+            runtime=runtime, storage=storage,
+            plugin_config=_load_plugin_config(plugin_config) if plugin_config else None)
+    except ScenarioError as exc:
+        _fail(str(exc))
+    out = out or REPO_ROOT / "reports" / f"bench-{datetime.now(timezone.utc):%Y%m%dT%H%M%SZ}"
+    try:
+        result = run_matrix(m, out, wasm_path=wasm or DIST_WASM, progress=not no_progress, console=err)
+    except (CellError, FileNotFoundError) as exc:
+        _fail(f"{exc}\n(partial results and run.json in {out})")
+    except Exception as exc:  # noqa: BLE001 - e.g. the filter build failed: one clear line
+        _fail(f"bench failed: {type(exc).__name__}: {exc}\n(run.json in {out})")
+    from .analysis.report import print_summary
+
+    print_summary(result.frame, console)
+    console.print(f"wrote {out}/results.parquet, results.csv, run.json ({result.wall_seconds:.0f} s)")
+
+
+@app.command()
+def compare(run_a: Path = typer.Argument(..., help="Reference run directory (or its results.parquet)."),
+            run_b: Path = typer.Argument(..., help="Candidate run directory (or its results.parquet)."),
+            tolerance: float = typer.Option(0.10, help="Allowed relative worsening, e.g. 0.10 = 10 %.")) -> None:
+    """Per-cell ratios B/A of p50, p99, throughput and RSS; exit 1 when a cell regresses past the tolerance."""
+    from .analysis.compare import compare_runs
+    from .analysis.report import print_comparison
+    from .analysis.results import ResultsError
+
+    try:
+        result = compare_runs(run_a, run_b, tolerance)
+    except (ResultsError, ValueError) as exc:
+        _fail(str(exc), code=2)
+    print_comparison(result, console)
+    if result.regressed:
         raise typer.Exit(1)
 
 

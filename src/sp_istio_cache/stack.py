@@ -33,6 +33,8 @@ class StackSpec:
         concurrency: Envoy worker threads (``--concurrency``).
         per_connection_buffer_limit_bytes: None keeps Envoy's default (1 MiB).
         component_log_level: Envoy ``--component-log-level`` (``wasm:debug`` shows every decision).
+        runtime_options: extra keyword arguments of the runtime, e.g. for ``docker``:
+            ``cpu_limit`` (cores), ``memory_limit`` (bytes or ``"128Mi"``), ``image``.
     """
 
     variant: str = "filter"
@@ -45,6 +47,7 @@ class StackSpec:
     per_connection_buffer_limit_bytes: int | None = None
     component_log_level: str = "wasm:info"
     envoy_path: Path | None = None
+    runtime_options: dict[str, Any] = field(default_factory=dict)
 
 
 def wasm_is_stale(wasm: Path = DIST_WASM) -> bool:
@@ -120,6 +123,7 @@ class Stack:
                                           component_log_level=self.spec.component_log_level)
             if self.spec.envoy_path is not None:
                 kwargs["envoy_path"] = self.spec.envoy_path
+            kwargs.update(self.spec.runtime_options)
             self.envoy = runtime_cls(config, self.workdir, **kwargs)
             self.envoy.start()
             self.envoy.wait_ready()

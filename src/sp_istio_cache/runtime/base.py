@@ -57,6 +57,19 @@ class EnvoyRuntime(abc.ABC):
         """Envoy's exit code if it has ended, else None."""
 
     @abc.abstractmethod
+    def resources(self) -> dict[str, Any]:
+        """A sample of what Envoy uses now, for the benchmark's resource columns.
+
+        Keys every runtime fills, with one meaning: ``memory_bytes`` (resident memory: the
+        process RSS locally, the cgroup working set in a container), ``cpu_seconds`` (user +
+        system CPU time used so far), ``running`` (bool). ``memory_peak_bytes`` and
+        ``memory_anon_bytes`` (anonymous memory: heap and buffers, without the mapped binary)
+        where the runtime can tell. Runtime-specific keys carry their own names (the docker runtime adds
+        ``memory_limit_bytes``, ``cpu_throttled_seconds``, ``oom_killed``...). Once Envoy has
+        ended, the figures are those of the last sample taken, with ``running`` False.
+        """
+
+    @abc.abstractmethod
     def _discover_admin(self) -> str | None:
         """The admin base URL once Envoy has bound it, else None."""
 

@@ -5,6 +5,7 @@ from __future__ import annotations
 import shutil
 import subprocess
 from pathlib import Path
+from typing import Any
 
 from .. import procutil
 from .base import EnvoyRuntime, EnvoyStartError
@@ -38,6 +39,7 @@ class LocalRuntime(EnvoyRuntime):
         self.config_path = self.workdir / "envoy.yaml"
         self.log_path = self.workdir / "envoy.log"
         self.admin_address_path = self.workdir / "envoy-admin-address"
+        self._last_sample: dict[str, Any] = {}
 
     @property
     def pid(self) -> int | None:
@@ -77,6 +79,41 @@ class LocalRuntime(EnvoyRuntime):
     def logs(self) -> str:
         return procutil.tail(self.log_path, max_bytes=10_000_000)
 
+    def resources(self) -> dict[str, Any]:
+        """RSS, peak RSS (``VmHWM``), anonymous RSS (``RssAnon``: RSS without the mapped
+        binary, comparable to a container's anonymous memory) and user+system CPU, via psutil."""
+        import psutil
+
+        if self.proc is None or self.proc.poll() is not None:
+            return {**self._last_sample, "running": False}
+        try:
+            proc = psutil.Process(self.proc.pid)
+            with proc.oneshot():
+                rss = proc.memory_info().rss
+                cpu = proc.cpu_times()
+        except psutil.Error:
+            return {**self._last_sample, "running": False}
+        sample: dict[str, Any] = {"memory_bytes": rss, "cpu_seconds": cpu.user + cpu.system}
+        sample.update(_proc_status_bytes(self.proc.pid, {"VmHWM": "memory_peak_bytes",
+                                                          "RssAnon": "memory_anon_bytes"}))
+        self._last_sample = sample
+        return {**sample, "running": True}
+
     def stop(self) -> None:
         if self.proc is not None:
+            self.resources()  # keep a last sample for callers that ask after the end
             procutil.stop(self.proc)
+
+
+def _proc_status_bytes(pid: int, fields: dict[str, str]) -> dict[str, int]:
+    """``/proc/<pid>/status`` kB fields (``VmHWM`` = peak RSS, ``RssAnon`` = anonymous RSS) in
+    bytes under the names ``fields`` maps them to; fields the kernel does not show are left out."""
+    out: dict[str, int] = {}
+    try:
+        for line in Path(f"/proc/{pid}/status").read_text().splitlines():
+            key, _, rest = line.partition(":")
+            if key in fields:
+                out[fields[key]] = int(rest.split()[0]) * 1024
+    except (OSError, ValueError, IndexError):
+        return out
+    return out
