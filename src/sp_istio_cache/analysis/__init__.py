@@ -1,0 +1,1 @@
+"""Results tables from benchmark runs (pandas), comparisons between runs, terminal reports."""
