@@ -49,3 +49,35 @@ test "fingerprint golden vectors (testdata/fingerprint_vectors.json)" {
         };
     }
 }
+
+const protocol = @import("src/protocol.zig");
+
+test "protocol golden bytes (testdata/protocol_golden.json, made with opentelemetry-proto)" {
+    const gpa = std.testing.allocator;
+    var arena = std.heap.ArenaAllocator.init(gpa);
+    defer arena.deinit();
+    const a = arena.allocator();
+    const doc = (try std.json.parseFromSliceLeaky(std.json.Value, a, @embedFile("testdata/protocol_golden.json"), .{})).object;
+    const want_hex = doc.get("store_span_hex").?.string;
+    const got = try protocol.encode(gpa, &protocol.golden_span);
+    defer gpa.free(got);
+    const got_hex = try a.alloc(u8, got.len * 2);
+    for (got, 0..) |b, i| _ = try std.fmt.bufPrint(got_hex[i * 2 ..][0..2], "{x:0>2}", .{b});
+    try std.testing.expectEqualStrings(want_hex, got_hex);
+
+    const hit_hex = doc.get("hit_answer_hex").?.string;
+    const hit_bytes = try a.alloc(u8, hit_hex.len / 2);
+    _ = try std.fmt.hexToBytes(hit_bytes, hit_hex);
+    var hit = try protocol.decodeHit(gpa, hit_bytes);
+    defer hit.deinit(gpa);
+    const expect = doc.get("hit_expect").?.object;
+    try std.testing.expectEqual(@as(u32, @intCast(expect.get("status").?.integer)), hit.status);
+    try std.testing.expectEqualStrings(expect.get("body").?.string, hit.body);
+    try std.testing.expectEqual(@as(u64, @intCast(expect.get("age_seconds").?.integer)), hit.age_seconds);
+    const hs = expect.get("headers").?.array.items;
+    try std.testing.expectEqual(hs.len, hit.headers.len);
+    for (hs, hit.headers) |want, h| {
+        try std.testing.expectEqualStrings(want.array.items[0].string, h.name);
+        try std.testing.expectEqualStrings(want.array.items[1].string, h.value);
+    }
+}

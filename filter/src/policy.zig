@@ -21,7 +21,7 @@ pub const RequestDecision = enum {
     pub fn metricName(self: RequestDecision) ?[]const u8 {
         return switch (self) {
             .cacheable => null,
-            inline else => |t| "sp_cache." ++ @tagName(t),
+            inline else => |tag| "sp_cache." ++ @tagName(tag),
         };
     }
 
@@ -47,7 +47,7 @@ pub const ResponseDecision = enum {
     pub fn metricName(self: ResponseDecision) ?[]const u8 {
         return switch (self) {
             .storable => null,
-            inline else => |t| "sp_cache.store_skipped_" ++ @tagName(t)["skip_".len..],
+            inline else => |tag| "sp_cache.store_skipped_" ++ @tagName(tag)["skip_".len..],
         };
     }
 };
@@ -198,11 +198,6 @@ fn daysFromCivil(y0: i64, m: i64, d: i64) i64 {
 
 const t = std.testing;
 
-fn cfgWith(comptime f: anytype) Config {
-    var c: Config = .{};
-    f(&c);
-    return c;
-}
 
 test "request cacheability table" {
     const dflt: Config = .{};

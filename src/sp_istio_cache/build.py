@@ -1,0 +1,103 @@
+"""Build and unit-test the Zig proxy-wasm filter with the ``ziglang`` package (no system Zig).
+
+The filter sources are in ``filter/src`` (root ``main.zig``); the pure modules and the shared golden
+vectors are tested through ``filter/tests.zig``.
+"""
+
+from __future__ import annotations
+
+import hashlib
+import subprocess
+import sys
+import time
+from dataclasses import dataclass
+from pathlib import Path
+
+REPO_ROOT = Path(__file__).resolve().parents[2]
+FILTER_DIR = REPO_ROOT / "filter"
+WASM_NAME = "sp_istio_cache.wasm"
+OPTIMIZE_MODES = ("Debug", "ReleaseSafe", "ReleaseFast", "ReleaseSmall")
+
+
+class BuildError(RuntimeError):
+    """Zig failed to build or test the filter; the message carries zig's stderr."""
+
+
+@dataclass(frozen=True)
+class BuildResult:
+    """Outcome of one filter build."""
+
+    wasm_path: Path
+    """Path of the written ``.wasm`` module."""
+    sha256: str
+    """Hex SHA-256 of the module (also written to ``<wasm>.sha256`` in sha256sum format)."""
+    size_bytes: int
+    """Module size in bytes."""
+    seconds: float
+    """Wall-clock build time in seconds."""
+    optimize: str
+    """Zig optimize mode used."""
+
+
+def _zig(*args: str) -> list[str]:
+    return [sys.executable, "-m", "ziglang", *args]
+
+
+def build_filter(optimize: str = "ReleaseSafe", out_dir: Path | None = None) -> BuildResult:
+    """Compile the filter to ``wasm32-freestanding`` and write ``sp_istio_cache.wasm`` + ``.sha256``.
+
+    Args:
+        optimize: Zig optimize mode, one of ``Debug``, ``ReleaseSafe`` (default: keeps bounds and
+            overflow checks, which trap instead of corrupting memory), ``ReleaseFast``, ``ReleaseSmall``.
+        out_dir: output directory; default ``filter/dist`` of the repository.
+
+    Returns:
+        A :class:`BuildResult` (size in bytes, build time in seconds).
+
+    Raises:
+        ValueError: ``optimize`` is not a Zig optimize mode.
+        BuildError: zig exited non-zero (the message holds its stderr).
+    """
+    if optimize not in OPTIMIZE_MODES:
+        raise ValueError(f"optimize must be one of {', '.join(OPTIMIZE_MODES)}, not {optimize!r}")
+    out = Path(out_dir) if out_dir is not None else FILTER_DIR / "dist"
+    out.mkdir(parents=True, exist_ok=True)
+    wasm = out / WASM_NAME
+    cmd = _zig(
+        "build-exe",
+        str(FILTER_DIR / "src" / "main.zig"),
+        "-target",
+        "wasm32-freestanding",
+        "-fno-entry",
+        "-rdynamic",
+        "-fstrip",
+        "-O",
+        optimize,
+        f"-femit-bin={wasm}",
+    )
+    start = time.perf_counter()
+    proc = subprocess.run(cmd, cwd=FILTER_DIR, capture_output=True, text=True, check=False)
+    seconds = time.perf_counter() - start
+    if proc.returncode != 0:
+        raise BuildError(f"zig build-exe failed (exit {proc.returncode}):\n{proc.stderr}")
+    data = wasm.read_bytes()
+    digest = hashlib.sha256(data).hexdigest()
+    (out / f"{WASM_NAME}.sha256").write_text(f"{digest}  {WASM_NAME}\n")
+    return BuildResult(wasm_path=wasm, sha256=digest, size_bytes=len(data), seconds=seconds, optimize=optimize)
+
+
+def zig_test() -> subprocess.CompletedProcess[str]:
+    """Run the filter's Zig unit tests (``filter/tests.zig``: pure modules + golden vectors).
+
+    Returns:
+        The completed process (stdout/stderr captured as text).
+
+    Raises:
+        BuildError: a test failed or the tests did not compile (the message holds zig's stderr).
+    """
+    proc = subprocess.run(
+        _zig("test", "tests.zig"), cwd=FILTER_DIR, capture_output=True, text=True, check=False
+    )
+    if proc.returncode != 0:
+        raise BuildError(f"zig test failed (exit {proc.returncode}):\n{proc.stderr}")
+    return proc
