@@ -308,11 +308,109 @@ fn decodeAnyValue(buf: []const u8) DecodeError!AnyValue {
     return out;
 }
 
+/// Message types of trace.proto / common.proto / resource.proto that a lookup answer may hold.
+const MsgKind = enum {
+    traces_data,
+    resource_spans,
+    resource,
+    scope_spans,
+    scope,
+    span,
+    event,
+    link,
+    status,
+    key_value,
+    any_value,
+    array_value,
+    kv_list,
+};
+
+/// How a length-delimited field of a known message must be read: a nested message, a UTF-8
+/// string (proto3 rejects invalid UTF-8 in `string` fields), or opaque bytes.
+const FieldKind = union(enum) { message: MsgKind, string, bytes };
+
+fn fieldKind(kind: MsgKind, num: u64) FieldKind {
+    return switch (kind) {
+        .traces_data => if (num == 1) .{ .message = .resource_spans } else .bytes,
+        .resource_spans => switch (num) {
+            1 => .{ .message = .resource },
+            2 => .{ .message = .scope_spans },
+            3 => .string,
+            else => .bytes,
+        },
+        .resource => if (num == 1) .{ .message = .key_value } else .bytes,
+        .scope_spans => switch (num) {
+            1 => .{ .message = .scope },
+            2 => .{ .message = .span },
+            3 => .string,
+            else => .bytes,
+        },
+        .scope => switch (num) {
+            1, 2 => .string,
+            3 => .{ .message = .key_value },
+            else => .bytes,
+        },
+        .span => switch (num) {
+            3, 5 => .string,
+            9 => .{ .message = .key_value },
+            11 => .{ .message = .event },
+            13 => .{ .message = .link },
+            15 => .{ .message = .status },
+            else => .bytes,
+        },
+        .event => switch (num) {
+            2 => .string,
+            3 => .{ .message = .key_value },
+            else => .bytes,
+        },
+        .link => switch (num) {
+            3 => .string,
+            4 => .{ .message = .key_value },
+            else => .bytes,
+        },
+        .status => if (num == 2) .string else .bytes,
+        .key_value => switch (num) {
+            1 => .string,
+            2 => .{ .message = .any_value },
+            else => .bytes,
+        },
+        .any_value => switch (num) {
+            1 => .string,
+            5 => .{ .message = .array_value },
+            6 => .{ .message = .kv_list },
+            else => .bytes,
+        },
+        .array_value => if (num == 1) .{ .message = .any_value } else .bytes,
+        .kv_list => if (num == 1) .{ .message = .key_value } else .bytes,
+    };
+}
+
+/// Deepest nesting accepted (AnyValue arrays can nest); deeper answers are refused as Malformed.
+const max_depth = 32;
+
+/// Checks that `buf` is a well-formed `kind` message all the way down: every nested message of a
+/// known field parses, every `string` field is UTF-8. Unknown fields are skipped by wire type, as
+/// protobuf does. A hit is served only from an answer the reference protobuf decoder would accept
+/// too, so a backend that sends corrupt bytes is a lookup error, never a response.
+fn validate(buf: []const u8, kind: MsgKind, depth: u32) DecodeError!void {
+    if (depth > max_depth) return error.Malformed;
+    var r: Reader = .{ .buf = buf };
+    while (try r.next()) |f| {
+        if (f.value != .bytes) continue;
+        switch (fieldKind(kind, f.num)) {
+            .message => |sub| try validate(f.value.bytes, sub, depth + 1),
+            .string => if (!std.unicode.utf8ValidateSlice(f.value.bytes)) return error.Malformed,
+            .bytes => {},
+        }
+    }
+}
+
 const response_header_prefix = "http.response.header.";
 
 /// Decodes a lookup answer (`TracesData`) into the cached response it carries. Takes the first
 /// span; needs `http.response.status_code`. String and bytes values are accepted for the body.
 pub fn decodeHit(gpa: std.mem.Allocator, bytes: []const u8) DecodeError!Hit {
+    try validate(bytes, .traces_data, 0);
     const rs = try Reader.firstMessage(bytes, 1) orelse return error.NoSpan;
     const ss = try Reader.firstMessage(rs, 2) orelse return error.NoSpan;
     const span = try Reader.firstMessage(ss, 2) orelse return error.NoSpan;
@@ -332,7 +430,8 @@ pub fn decodeHit(gpa: std.mem.Allocator, bytes: []const u8) DecodeError!Hit {
             if (g.num == 1) key = g.value.bytes else value = try decodeAnyValue(g.value.bytes);
         }
         if (std.mem.eql(u8, key, "http.response.status_code")) {
-            if (value != .int or value.int < 100 or value.int > 599) return error.Malformed;
+            // 1xx are interim responses, never a stored final response (RFC 9110 §15.2)
+            if (value != .int or value.int < 200 or value.int > 599) return error.Malformed;
             hit.status = @intCast(value.int);
         } else if (std.mem.eql(u8, key, "http.response.body")) {
             hit.body = switch (value) {
@@ -432,4 +531,28 @@ test "decoder is total: truncations and random bytes" {
     }
     try std.testing.expectError(error.NoSpan, decodeHit(gpa, ""));
     try std.testing.expectError(error.Truncated, decodeHit(gpa, "\x0a\x05\x01"));
+}
+
+test "a corrupt message nested in a field the filter skips is still refused" {
+    const gpa = std.testing.allocator;
+    // TracesData{ResourceSpans{resource: Resource whose KeyValue claims 32 bytes but holds 2}}
+    const bad = "\x0a\x06\x0a\x04\x0a\x20\x0a\x00";
+    try std.testing.expectError(error.Truncated, decodeHit(gpa, bad));
+}
+
+test "invalid UTF-8 in a string field is refused, as protobuf does" {
+    const gpa = std.testing.allocator;
+    // TracesData{ResourceSpans{ScopeSpans{Span{name: "\xff"}}}}
+    const bad = "\x0a\x07\x12\x05\x12\x03\x2a\x01\xff";
+    try std.testing.expectError(error.Malformed, decodeHit(gpa, bad));
+}
+
+test "an interim 1xx status is never served" {
+    const gpa = std.testing.allocator;
+    var span = golden_span;
+    const attrs = [_]Attr{.{ .key = "http.response.status_code", .value = .{ .int = 100 } }};
+    span.attrs = &attrs;
+    const bytes = try encode(gpa, &span);
+    defer gpa.free(bytes);
+    try std.testing.expectError(error.Malformed, decodeHit(gpa, bytes));
 }

@@ -13,8 +13,8 @@ import time
 from dataclasses import dataclass
 from pathlib import Path
 
-REPO_ROOT = Path(__file__).resolve().parents[2]
-FILTER_DIR = REPO_ROOT / "filter"
+from .paths import FILTER_DIR
+
 WASM_NAME = "sp_istio_cache.wasm"
 OPTIMIZE_MODES = ("Debug", "ReleaseSafe", "ReleaseFast", "ReleaseSmall")
 
