@@ -248,9 +248,228 @@ def compare(run_a: Path = typer.Argument(..., help="Reference run directory (or 
         raise typer.Exit(1)
 
 
+@app.command()
+def report(params: str = typer.Option("quick", "--params", help="Parameter set: quick | full | ci (notebooks/params/) or a YAML file."),
+           out: Optional[Path] = typer.Option(None, "--out", help="Reports root (default: the checkout's reports/); the run goes to OUT/<UTC time>/, OUT/latest points at it."),
+           set_: list[str] = typer.Option([], "-p", "--set", help="Override one parameter: key=value, value parsed as YAML (-p users=5 -p payload_bytes=[1024,4096])."),
+           only: Optional[str] = typer.Option(None, help="Comma-separated steps to run (e.g. 04_size_limit_tuning with -p run_dir=...)."),
+           kernel: str = typer.Option("sp-istio-cache", help="Jupyter kernel name; registered for this venv when missing."),
+           no_progress: bool = typer.Option(False, "--no-progress", help="No progress display.")) -> None:
+    """Run the notebooks (build → smoke → benchmark → tuning) with papermill into OUT/<UTC time>/:
+    executed notebooks, HTML, PNG charts, results, recommended_plugin_config.json, summary.md."""
+    import logging
+
+    from .report import params as report_params
+    from .report.pipeline import ReportError, run_report
+
+    _sigterm_as_exit()
+    logging.getLogger("papermill").setLevel(logging.WARNING)
+    try:
+        values = report_params.load(params)
+        values.update(report_params.parse_overrides(set_))
+    except report_params.ParamsError as exc:
+        _fail(str(exc))
+    if out is None:
+        from .paths import REPO_ROOT
+
+        out = REPO_ROOT / "reports"
+    try:
+        result = run_report(values, out, only=[s.strip() for s in only.split(",")] if only else None,
+                            kernel_name=kernel, console=err, params_source=params, progress=not no_progress)
+    except report_params.ParamsError as exc:
+        _fail(str(exc))
+    except ReportError as exc:
+        where = f"\n(report directory: {exc.report_dir})" if exc.report_dir else ""
+        _fail(f"{exc}{where}")
+    console.print(f"report written to {result.out_dir} in {result.wall_seconds:.0f} s", highlight=False)
+    console.print((result.out_dir / "summary.md").read_text(), highlight=False, markup=False)
+
+
 def main() -> None:  # pragma: no cover
     app()
 
 
 if __name__ == "__main__":  # pragma: no cover
     main()
+
+
+# -- Istio: render, validate, deploy (issue 7) ------------------------------------------------------
+istio_app = typer.Typer(help="Istio manifests for the filter: WasmPlugin or EnvoyFilter, ServiceEntry, "
+                             "DestinationRule.", no_args_is_help=True)
+deploy_app = typer.Typer(help="Apply, inspect, restart or remove the rendered manifests with kubectl "
+                              "(--dry-run prints the exact commands and manifests).", no_args_is_help=True)
+app.add_typer(istio_app, name="istio")
+app.add_typer(deploy_app, name="deploy")
+
+
+def _istio_module(wasm: Optional[Path]) -> Path:
+    """The module whose sha256 goes into the manifests: ``wasm`` or the built default."""
+    if wasm is not None:
+        if not wasm.exists():
+            _fail(f"filter module not found: {wasm}")
+        return wasm
+    try:
+        from .stack import ensure_wasm
+
+        return ensure_wasm(DIST_WASM)
+    except ImportError:  # build step not available: use the module already built
+        if DIST_WASM.exists():
+            return DIST_WASM
+        _fail(f"{DIST_WASM} is missing: run `sp-istio-cache build` first")
+    except Exception as exc:  # noqa: BLE001 - a failed build is one clear line
+        _fail(f"cannot build the filter: {exc}")
+
+
+def _parse_selector(items: list[str]) -> dict[str, str]:
+    out: dict[str, str] = {}
+    for item in items:
+        key, eq, value = item.partition("=")
+        if not eq:
+            _fail(f"--selector {item!r}: expected KEY=VALUE")
+        out[key] = value
+    return out
+
+
+@istio_app.command("render")
+def istio_render(
+    out: Path = typer.Option(None, "--out", help="Output directory (default istio-configs/)."),
+    namespace: str = typer.Option("default", help="Namespace of the workloads (and of every rendered resource)."),
+    name: str = typer.Option("sp-istio-cache", help="Resource name (ServiceEntry/DestinationRule get NAME-backend)."),
+    selector: list[str] = typer.Option(["sp-istio-cache/enabled=true"], "--selector",
+                                       help="Workload label KEY=VALUE; repeat for several (all must match)."),
+    url: str = typer.Option("file:///var/local/lib/wasm/sp_istio_cache.wasm",
+                            help="Module URL in the mesh: oci://, http(s):// or file://."),
+    sha256: Optional[str] = typer.Option(None, help="Override the digest: required for oci:// (the image digest); "
+                                                    "default for http/file is the sha256 of --wasm."),
+    wasm: Optional[Path] = typer.Option(None, help="The built module (default filter/dist/sp_istio_cache.wasm, "
+                                                   "built when missing); its sha256 goes into the manifests."),
+    image_pull_policy: str = typer.Option("IfNotPresent", help="IfNotPresent | Always."),
+    phase: str = typer.Option("UNSPECIFIED_PHASE", help="UNSPECIFIED_PHASE (just before the router) | AUTHN | AUTHZ | STATS."),
+    priority: int = typer.Option(0, help="Order among WasmPlugins of the same phase (higher first)."),
+    fail_strategy: str = typer.Option("FAIL_OPEN", help="FAIL_OPEN (default: a broken cache is bypassed) | FAIL_CLOSE | FAIL_RELOAD."),
+    match_mode: str = typer.Option("CLIENT", help="CLIENT (outbound) | SERVER (inbound) | CLIENT_AND_SERVER."),
+    port: list[int] = typer.Option([], "--port", help="Only traffic to this destination port; repeatable."),
+    backend_url: str = typer.Option("http://sp-cache-backend.sp-system.svc.cluster.local:8080",
+                                    help="The cache backend as seen from the mesh; https adds a DestinationRule (TLS origination)."),
+    plugin_config: Optional[Path] = typer.Option(None, "--plugin-config",
+                                                 help="Filter configuration JSON (default reports/latest/recommended_plugin_config.json "
+                                                      "when the tuning notebook wrote it, else the schema defaults)."),
+    kind: str = typer.Option("both", help="both (the two alternatives) | wasmplugin | envoyfilter."),
+    service_entry: bool = typer.Option(True, help="Render the ServiceEntry for the backend host."),
+    envoy_check: bool = typer.Option(True, help="Boot the real local Envoy once with the pluginConfig before writing."),
+) -> None:
+    """Render and validate the Istio manifests; nothing is written unless every check passes."""
+    from .istio import render as r
+    from .istio.validate import IstioConfigError, sha256_file
+    from .pluginconfig import PluginConfigError
+
+    module = None
+    if sha256 is None and not url.startswith("oci://"):
+        module = _istio_module(wasm)
+        sha256 = sha256_file(module)
+    if envoy_check and module is None:
+        module = _istio_module(wasm)
+    try:
+        config = r.load_plugin_config(plugin_config) if plugin_config else None
+        params = r.IstioParams(sha256=sha256, url=url, namespace=namespace, name=name,
+                               selector=_parse_selector(selector), image_pull_policy=image_pull_policy, phase=phase,
+                               priority=priority, fail_strategy=fail_strategy, match_mode=match_mode, ports=port,
+                               backend_url=backend_url, plugin_config=config, kind=kind, service_entry=service_entry)
+        rendered = r.render(params, wasm_for_boot=module if envoy_check else None)
+    except (IstioConfigError, PluginConfigError) as exc:
+        _fail(str(exc))
+    for note in rendered.warnings:
+        err.print(f"[yellow]note:[/] {note}", highlight=False)
+    if rendered.boot is not None:
+        console.print(f"envoy check: {rendered.boot.message}", highlight=False)
+    for path in r.write(rendered, out or r.ISTIO_CONFIGS):
+        console.print(f"wrote {path}", highlight=False)
+
+
+@app.command("validate")
+def validate_module(
+    wasm: Optional[Path] = typer.Argument(None, help="The module (default filter/dist/sp_istio_cache.wasm)."),
+    plugin_config: Optional[Path] = typer.Option(None, "--plugin-config",
+                                                 help="Filter configuration JSON to load it with (default: schema defaults)."),
+) -> None:
+    """Check a module before any deploy: proxy-wasm ABI exports, sha256, and that it loads and
+    configures in the real Envoy with the given pluginConfig."""
+    from .istio.validate import IstioConfigError, boot_in_envoy, inspect_module
+    from .pluginconfig import PluginConfigError, validate as validate_config
+
+    module = _istio_module(wasm)
+    try:
+        report = inspect_module(module)
+    except IstioConfigError as exc:
+        _fail(str(exc))
+    console.print(f"module  {report.path}\nsize    {report.size_bytes} bytes\nsha256  {report.sha256}", highlight=False)
+    abi = [n for n in report.exports if n.startswith("proxy_")]
+    console.print(f"exports {len(abi)} proxy-wasm functions: {', '.join(abi)}", highlight=False)
+    if report.missing:
+        _fail(f"{module}: missing proxy-wasm exports: {', '.join(report.missing)}")
+    config = _load_plugin_config(plugin_config)
+    try:
+        validate_config(config)
+    except PluginConfigError as exc:
+        _fail(str(exc))
+    boot = boot_in_envoy(config, module)
+    if not boot.ok:
+        _fail(f"the real Envoy refused it: {boot.message}")
+    console.print(f"envoy   {boot.message}\nok: ready to deploy", highlight=False)
+
+
+def _deploy(action: str, directory: Optional[Path], kind: Optional[str], context: Optional[str], kubectl: str,
+            dry_run: bool, deployment: Optional[str] = None) -> None:
+    from .istio import deploy as d
+    from .istio.render import ISTIO_CONFIGS
+    from .istio.validate import IstioConfigError
+
+    try:
+        rendered = d.read_rendered(directory or ISTIO_CONFIGS)
+        steps = d.plan(action, rendered, kind=kind, context=context, kubectl=kubectl, deployment=deployment)
+        if dry_run:
+            sys.stdout.write(d.dry_run_text(steps))
+            return
+        d.execute(steps, kubectl=kubectl, context=context,
+                  echo=lambda s: console.print(s, highlight=False, markup=False))
+    except (d.DeployError, IstioConfigError) as exc:
+        _fail(str(exc))
+
+
+DirOpt = typer.Option(None, "--dir", help="Rendered manifests (default istio-configs/).")
+KindOpt = typer.Option(None, "--kind", help="wasmplugin | envoyfilter (default: the one rendered; "
+                                            "wasmplugin when both are). Never both on one workload.")
+ContextOpt = typer.Option(None, "--context", help="kubectl context (default: the current one).")
+KubectlOpt = typer.Option("kubectl", "--kubectl", help="kubectl executable.")
+DryRunOpt = typer.Option(False, "--dry-run", help="Print the exact commands (and manifests) instead of running them.")
+
+
+@deploy_app.command("apply")
+def deploy_apply(directory: Optional[Path] = DirOpt, kind: Optional[str] = KindOpt, context: Optional[str] = ContextOpt,
+                 kubectl: str = KubectlOpt, dry_run: bool = DryRunOpt) -> None:
+    """Apply ServiceEntry (+ DestinationRule) and one of WasmPlugin / EnvoyFilter, refusing when the
+    other alternative is already deployed."""
+    _deploy("apply", directory, kind, context, kubectl, dry_run)
+
+
+@deploy_app.command("status")
+def deploy_status(directory: Optional[Path] = DirOpt, context: Optional[str] = ContextOpt,
+                  kubectl: str = KubectlOpt, dry_run: bool = DryRunOpt) -> None:
+    """Show the deployed sp-istio-cache resources and the selected workloads' pods."""
+    _deploy("status", directory, None, context, kubectl, dry_run)
+
+
+@deploy_app.command("restart")
+def deploy_restart(directory: Optional[Path] = DirOpt, context: Optional[str] = ContextOpt,
+                   kubectl: str = KubectlOpt, dry_run: bool = DryRunOpt,
+                   deployment: Optional[str] = typer.Option(None, help="Restart this Deployment (default: every "
+                                                                       "Deployment labelled like the selector).")) -> None:
+    """Rollout-restart the selected workloads so their sidecars load the filter afresh."""
+    _deploy("restart", directory, None, context, kubectl, dry_run, deployment)
+
+
+@deploy_app.command("remove")
+def deploy_remove(directory: Optional[Path] = DirOpt, context: Optional[str] = ContextOpt,
+                  kubectl: str = KubectlOpt, dry_run: bool = DryRunOpt) -> None:
+    """Delete every sp-istio-cache resource (both alternatives, ServiceEntry, DestinationRule)."""
+    _deploy("remove", directory, None, context, kubectl, dry_run)
