@@ -7,22 +7,18 @@
 from __future__ import annotations
 
 import argparse
-import logging
 import sys
 from pathlib import Path
 
 from sp_istio_cache.paths import STATE_DIR
+from sp_istio_cache.serving import run_service, service_parser
 
 from .app import DEFAULT_MAX_BODY, create_app
-from .serve import run
 from .storage import create_storage, storage_names
 
 
 def parse_args(argv: list[str] | None = None) -> argparse.Namespace:
-    p = argparse.ArgumentParser(prog="python -m sp_istio_cache.backend", description="Run the cache backend (docs/protocol.md).")
-    p.add_argument("--host", default="127.0.0.1", help="address to bind (default 127.0.0.1)")
-    p.add_argument("--port", type=int, default=0, help="port to bind; 0 picks a free one (default 0)")
-    p.add_argument("--port-file", type=Path, help="write the bound port here once listening")
+    p = service_parser("python -m sp_istio_cache.backend", "Run the cache backend (docs/protocol.md).")
     p.add_argument("--storage", default="sqlite", choices=storage_names(),
                    help="storage implementation (default sqlite)")
     p.add_argument("--db", type=Path, default=STATE_DIR / "backend.sqlite",
@@ -34,14 +30,11 @@ def parse_args(argv: list[str] | None = None) -> argparse.Namespace:
                    help=f"largest accepted request body (default {DEFAULT_MAX_BODY})")
     p.add_argument("--evict-interval", type=float, default=60.0,
                    help="seconds between sweeps of expired entries; 0 disables (default 60)")
-    p.add_argument("--log-level", default="INFO", help="DEBUG, INFO, WARNING, ... (default INFO)")
     return p.parse_args(argv)
 
 
 def main(argv: list[str] | None = None) -> int:
     args = parse_args(argv)
-    logging.basicConfig(stream=sys.stderr, level=args.log_level.upper(),
-                        format="%(asctime)s %(levelname)s %(name)s: %(message)s")
     options = {"path": args.db} if args.storage == "sqlite" else {}
     storage = create_storage(args.storage, **options)
     app = create_app(
@@ -51,7 +44,7 @@ def main(argv: list[str] | None = None) -> int:
         max_body_bytes=args.max_body_bytes,
         evict_interval=args.evict_interval,
     )
-    return run(app, args.host, args.port, args.port_file)
+    return run_service(app, args)
 
 
 if __name__ == "__main__":

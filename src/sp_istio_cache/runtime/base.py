@@ -120,6 +120,15 @@ class EnvoyRuntime(abc.ABC):
         data = json.loads(self.admin_get("/stats?format=json"))
         return {s["name"]: s["value"] for s in data.get("stats", []) if "value" in s}
 
+    @staticmethod
+    def _admin_url_from_file(path: Path) -> str | None:
+        """The admin URL from an ``--admin-address-path`` file, or None until Envoy has written it."""
+        try:
+            address = path.read_text().strip()
+        except FileNotFoundError:
+            return None
+        return f"http://{address}" if address else None
+
     def _listener_url(self) -> str:
         data: dict[str, Any] = json.loads(self.admin_get("/listeners?format=json"))
         for status in data.get("listener_statuses", []):

@@ -242,11 +242,7 @@ class DockerRuntime(EnvoyRuntime):
         return state.get("pid") or None if state.get("status") == "running" else None
 
     def _discover_admin(self) -> str | None:
-        try:
-            address = self.admin_address_path.read_text().strip()
-        except FileNotFoundError:
-            return None
-        return f"http://{address}" if address else None
+        return self._admin_url_from_file(self.admin_address_path)
 
     # -- state -----------------------------------------------------------------------------
     def _state(self) -> dict[str, Any]:

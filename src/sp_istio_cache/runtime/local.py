@@ -67,11 +67,7 @@ class LocalRuntime(EnvoyRuntime):
         self.proc = procutil.spawn(argv, self.log_path)
 
     def _discover_admin(self) -> str | None:
-        try:
-            address = self.admin_address_path.read_text().strip()
-        except FileNotFoundError:
-            return None
-        return f"http://{address}" if address else None
+        return self._admin_url_from_file(self.admin_address_path)
 
     def exited(self) -> int | None:
         return self.proc.poll() if self.proc else None

@@ -7,17 +7,19 @@ and shut down cleanly on a signal.
 
 from __future__ import annotations
 
+import argparse
 import asyncio
 import logging
 import os
 import signal
 import socket
+import sys
 import tempfile
 from pathlib import Path
 
 from aiohttp import web
 
-log = logging.getLogger("sp_istio_cache.serve")
+log = logging.getLogger("sp_istio_cache.serving")
 
 
 def write_port_file(path: Path, port: int) -> None:
@@ -76,3 +78,21 @@ def run(app: web.Application, host: str, port: int, port_file: Path | None = Non
     """Blocking wrapper around :func:`serve`; returns the process exit code (0)."""
     asyncio.run(serve(app, host, port, port_file))
     return 0
+
+
+def service_parser(prog: str, description: str) -> argparse.ArgumentParser:
+    """An argument parser with the options every service shares: ``--host``, ``--port`` (0 picks
+    a free one), ``--port-file`` and ``--log-level``."""
+    p = argparse.ArgumentParser(prog=prog, description=description)
+    p.add_argument("--host", default="127.0.0.1", help="address to bind (default 127.0.0.1)")
+    p.add_argument("--port", type=int, default=0, help="port to bind; 0 picks a free one (default 0)")
+    p.add_argument("--port-file", type=Path, help="write the bound port here once listening")
+    p.add_argument("--log-level", default="INFO", help="DEBUG, INFO, WARNING, ... (default INFO)")
+    return p
+
+
+def run_service(app: web.Application, args: argparse.Namespace) -> int:
+    """Configure logging from ``args.log_level`` (to stderr) and serve ``app`` on the parsed address."""
+    logging.basicConfig(stream=sys.stderr, level=args.log_level.upper(),
+                        format="%(asctime)s %(levelname)s %(name)s: %(message)s")
+    return run(app, args.host, args.port, args.port_file)
