@@ -61,16 +61,14 @@ def measure(wasm: Path, repeat: int = 20) -> list[dict]:
         payload = bytes(i % 251 for i in range(size))
         hit_body = encode_hit(CachedResponse(200, {"content-type": ["application/octet-stream"]}, payload), 1)
         for scenario in SCENARIOS:
-            # callout_context="caller": measures the whole exchange even while the filter's callout
-            # routing does not yet follow Envoy (answers on the root context); see the report.
-            host = ProxyWasmHost(plugin_config=CONFIG, module=fuel_module, callout_context="caller")
+            host = ProxyWasmHost(plugin_config=CONFIG, module=fuel_module)
             host.start()
             _exchange(host, scenario, size, payload, hit_body)  # warm-up
             before = host.fuel_consumed
             _exchange(host, scenario, size, payload, hit_body)
             instructions = host.fuel_consumed - before
             outcome = dict(host.metrics)
-            thost = ProxyWasmHost(plugin_config=CONFIG, module=time_module, callout_context="caller")
+            thost = ProxyWasmHost(plugin_config=CONFIG, module=time_module)
             thost.start()
             _exchange(thost, scenario, size, payload, hit_body)
             samples = []
