@@ -282,7 +282,7 @@ def report(params: str = typer.Option("quick", "--params", help="Parameter set: 
         where = f"\n(report directory: {exc.report_dir})" if exc.report_dir else ""
         _fail(f"{exc}{where}")
     console.print(f"report written to {result.out_dir} in {result.wall_seconds:.0f} s", highlight=False)
-    console.print((result.out_dir / "summary.md").read_text(), highlight=False, markup=False)
+    console.print((result.out_dir / "summary.md").read_text(), highlight=False, markup=False, soft_wrap=True)
 
 
 def main() -> None:  # pragma: no cover
