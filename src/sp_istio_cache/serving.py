@@ -17,6 +17,7 @@ import sys
 import tempfile
 from pathlib import Path
 
+import uvloop
 from aiohttp import web
 
 log = logging.getLogger("sp_istio_cache.serving")
@@ -76,7 +77,10 @@ async def serve(app: web.Application, host: str, port: int, port_file: Path | No
 
 def run(app: web.Application, host: str, port: int, port_file: Path | None = None) -> int:
     """Blocking wrapper around :func:`serve`; returns the process exit code (0)."""
-    asyncio.run(serve(app, host, port, port_file))
+    # uvloop: a libuv event loop, markedly cheaper per request than asyncio's default loop;
+    # the backend sits on every lookup's path, so its CPU per request is the filter's latency.
+    with asyncio.Runner(loop_factory=uvloop.new_event_loop) as runner:
+        runner.run(serve(app, host, port, port_file))
     return 0
 
 

@@ -131,7 +131,10 @@ class CacheBackend:
         """POST /v1/inject: 200 + hit span, or 404."""
         span, key = await self._read_span(request, SpanType.INJECT)
         now = self.clock()
-        entry: Entry | None = await self._call(self.storage.lookup, key, now)
+        if self.storage.blocking_lookup:
+            entry: Entry | None = await self._call(self.storage.lookup, key, now)
+        else:
+            entry = self.storage.lookup(key, now)
         self.counters.lookups += 1
         if entry is None:
             self.counters.misses += 1

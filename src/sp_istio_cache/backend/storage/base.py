@@ -56,6 +56,9 @@ class Storage(abc.ABC):
     """
 
     blocking: bool = True
+    #: whether ``lookup`` may block; a store whose lookups are short reads (no lock shared with
+    #: writers) sets False, so the server answers lookups inline instead of paying a thread hop.
+    blocking_lookup: bool = True
 
     @abc.abstractmethod
     def lookup(self, key: str, now: float) -> Entry | None:

@@ -34,8 +34,11 @@ def _headers_from_json(text: str) -> dict[str, list[str]]:
 class SqliteStorage(Storage):
     """Entries in the ``entries`` table of the database at ``path``.
 
-    One connection shared under a lock (calls are short: one statement each), so the store can
-    be used from a worker thread of an asyncio server. ``path`` may be ``":memory:"``.
+    Writes share one connection under a lock (calls are short: one statement each), so they can
+    run on a worker thread of an asyncio server. A file database also gets a second, read-only
+    connection for lookups: in WAL mode readers never wait for the writer
+    (https://sqlite.org/wal.html), so a lookup is a short read that the server runs inline
+    (``blocking_lookup`` False). ``path`` may be ``":memory:"`` (one connection for everything).
 
     Raises:
         sqlite3.Error: the file cannot be opened or is not a database.
@@ -54,6 +57,13 @@ class SqliteStorage(Storage):
         self._db.execute("PRAGMA journal_mode=WAL")
         self._db.execute("PRAGMA synchronous=NORMAL")
         self._db.executescript(_SCHEMA)
+        self._read_lock = self._lock
+        self._reader: sqlite3.Connection | None = self._db
+        if self.path != ":memory:":
+            self._read_lock = threading.Lock()
+            self._reader = sqlite3.connect(self.path, check_same_thread=False, isolation_level=None)
+            self._reader.execute("PRAGMA query_only=ON")
+            self.blocking_lookup = False
 
     def _conn(self) -> sqlite3.Connection:
         if self._db is None:
@@ -61,8 +71,10 @@ class SqliteStorage(Storage):
         return self._db
 
     def lookup(self, key: str, now: float) -> Entry | None:
-        with self._lock:
-            row = self._conn().execute(
+        with self._read_lock:
+            if self._reader is None:
+                raise RuntimeError(f"sqlite storage {self.path} is closed")
+            row = self._reader.execute(
                 "SELECT status, headers, body, stored_at, expires_at FROM entries"
                 " WHERE key = ? AND expires_at > ?",
                 (key, now),
@@ -102,6 +114,10 @@ class SqliteStorage(Storage):
         return StorageStats(entries=entries, bytes=size)
 
     def close(self) -> None:
+        with self._read_lock:
+            if self._reader is not None and self._reader is not self._db:
+                self._reader.close()
+            self._reader = None
         with self._lock:
             if self._db is not None:
                 self._db.close()
