@@ -35,6 +35,9 @@ class StackSpec:
         component_log_level: Envoy ``--component-log-level`` (``wasm:debug`` shows every decision).
         runtime_options: extra keyword arguments of the runtime, e.g. for ``docker``:
             ``cpu_limit`` (cores), ``memory_limit`` (bytes or ``"128Mi"``), ``image``.
+        backend_port: an externally started backend on loopback (tests: a faulty backend, a
+            closed port); the Stack then starts no backend of its own and ``backend_stats()``
+            is unavailable. None (default) starts the real backend.
     """
 
     variant: str = "filter"
@@ -48,6 +51,7 @@ class StackSpec:
     component_log_level: str = "wasm:info"
     envoy_path: Path | None = None
     runtime_options: dict[str, Any] = field(default_factory=dict)
+    backend_port: int | None = None
 
 
 def wasm_is_stale(wasm: Path = DIST_WASM) -> bool:
@@ -106,14 +110,14 @@ class Stack:
             wasm = ensure_wasm(self.spec.wasm_path) if self.uses_filter else None
             self.upstream = upstream_service(self.workdir)
             self.upstream.start()
-            if self.uses_filter:
+            if self.uses_filter and self.spec.backend_port is None:
                 self.backend = backend_service(self.workdir, storage=self.spec.storage,
                                                default_ttl_s=self.spec.default_ttl_s)
                 self.backend.start()
             config = envoyconf.render(envoyconf.EnvoyConfig(
                 variant=self.spec.variant,
                 upstream_port=self.upstream.port,
-                backend_port=self.backend.port if self.backend else 0,
+                backend_port=self.backend.port if self.backend else (self.spec.backend_port or 0),
                 wasm_path=wasm,
                 plugin_config=self.spec.plugin_config,
                 per_connection_buffer_limit_bytes=self.spec.per_connection_buffer_limit_bytes,
