@@ -26,6 +26,10 @@ pub const Action = enum(u32) {
     @"continue" = 0,
     /// headers: StopIteration (with allow_on_headers_stop_iteration); body: StopIterationAndBuffer
     pause = 1,
+    /// body: StopIterationAndWatermark — buffer, but past the connection's buffer limit push back
+    /// on the client (flow control) instead of answering 413 as StopIterationAndBuffer does
+    /// (Envoy FilterDataStatus; proxy-wasm maps 2 to it in Context::onRequestBody).
+    pause_watermark = 2,
 };
 
 // ---------------------------------------------------------------- metrics
@@ -40,6 +44,7 @@ pub const Counter = enum {
     bypass_method,
     bypass_authorization,
     bypass_no_store,
+    bypass_no_cache,
     bypass_conditional,
     bypass_upgrade,
     bypass_grpc,
@@ -192,7 +197,9 @@ const Stream = struct {
     scheme: []const u8 = "http",
     session: []const u8 = "",
     req_body: []u8 = &.{},
-    /// request body bytes Envoy holds for us (gauge)
+    /// the request body chunks copied so far while holding the request for its lookup
+    req_acc: std.ArrayList(u8) = .empty,
+    /// request body bytes the filter holds (gauge)
     held_request: u32 = 0,
 
     trace_id: [16]u8 = undefined,
@@ -213,7 +220,7 @@ const Stream = struct {
 
     fn deinit(s: *Stream) void {
         s.dropResponseBody();
-        s.setHeld(0);
+        s.releaseRequestBody();
         gpa.free(s.req_pairs);
         host.free(s.req_map);
         gpa.free(s.resp_pairs);
@@ -301,32 +308,55 @@ const Stream = struct {
         host.addHeaderMapValue(.http_request_headers, "traceparent", &tp) catch {};
     }
 
+    /// Holds a request body for its lookup. Envoy hands each chunk on its own (the body
+    /// callbacks answer StopIterationAndWatermark, not StopIterationAndBuffer, so the body is the
+    /// current chunk only), so the filter keeps its own copy of the chunks until the end of stream.
     fn onRequestBody(s: *Stream, len: u32, end_of_stream: bool) Action {
         if (s.phase != .holding_body) return .@"continue";
         const c = s.root.cfg() orelse return .@"continue";
-        if (len > @min(c.max_request_body_bytes, envoy_hold_limit)) {
-            s.setHeld(0);
+        const total = @as(u64, s.req_acc.items.len) + len;
+        if (total > @min(c.max_request_body_bytes, envoy_hold_limit)) {
+            s.releaseRequestBody();
             s.bypass(.bypass_request_too_large);
-            return .@"continue"; // releases the held headers and body
+            return .@"continue"; // releases the held headers and every held chunk
         }
-        s.setHeld(len);
-        if (!end_of_stream) return .pause;
-        const body = host.getBufferBytes(.http_request_body, 0, len) catch |e| {
-            logf(.warn, "cannot read request body: {s}", .{@errorName(e)});
-            s.setHeld(0);
-            metrics.inc(.lookup_error);
-            s.outcome = .miss;
-            s.phase = .upstream;
-            return .@"continue";
-        };
-        s.req_body = body;
-        return if (s.startLookup(c)) .pause else .@"continue";
+        if (len > 0) {
+            const chunk = host.getBufferBytes(.http_request_body, 0, len) catch |e| {
+                logf(.warn, "cannot read request body: {s}", .{@errorName(e)});
+                return s.failRequestBody();
+            };
+            defer host.free(chunk);
+            s.req_acc.appendSlice(gpa, chunk) catch return s.failRequestBody();
+            s.setHeld(@intCast(s.req_acc.items.len));
+        }
+        // StopIterationAndWatermark: a single read can carry up to the whole connection buffer
+        // limit, so no headroom below it prevents an overflow; with StopIterationAndBuffer Envoy
+        // would answer 413 there, with the watermark it pushes back on the client instead.
+        if (!end_of_stream) return .pause_watermark;
+        s.req_body = s.req_acc.toOwnedSlice(gpa) catch return s.failRequestBody();
+        return if (s.startLookup(c)) .pause_watermark else .@"continue";
+    }
+
+    /// Frees the filter's copy of the request body (Envoy still holds and forwards the bytes).
+    fn releaseRequestBody(s: *Stream) void {
+        s.req_acc.deinit(gpa);
+        s.req_acc = .empty;
+        s.setHeld(0);
+    }
+
+    /// The body could not be copied: no lookup, the request goes upstream untouched (fail open).
+    fn failRequestBody(s: *Stream) Action {
+        s.releaseRequestBody();
+        metrics.inc(.lookup_error);
+        s.outcome = .miss;
+        s.phase = .upstream;
+        return .@"continue";
     }
 
     fn onRequestTrailers(s: *Stream) Action {
         if (s.phase != .holding_body) return .@"continue";
-        // the body ended with trailers: the buffered body is not reliably readable here
-        s.setHeld(0);
+        // the body ended with trailers (rare outside gRPC): not looked up, the body goes on as is
+        s.releaseRequestBody();
         s.bypass(.bypass_method);
         return .@"continue";
     }
@@ -746,7 +776,7 @@ pub fn onDone(id: u32) bool {
     if (streams.get(id)) |s| {
         if (s.phase == .lookup_pending) s.phase = .upstream;
         s.dropResponseBody();
-        s.setHeld(0);
+        s.releaseRequestBody();
     }
     return true;
 }

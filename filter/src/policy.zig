@@ -12,6 +12,7 @@ pub const RequestDecision = enum {
     bypass_method,
     bypass_authorization,
     bypass_no_store,
+    bypass_no_cache,
     bypass_conditional,
     bypass_upgrade,
     bypass_grpc,
@@ -108,7 +109,16 @@ pub fn requestCacheability(cfg: *const Config, method: []const u8, pairs: []cons
         if (ct.len >= 16 and std.ascii.eqlIgnoreCase(ct[0..16], "application/grpc")) return .bypass_grpc;
     }
     if (headers.get(pairs, "authorization") != null and !cfg.cache_authorized_requests) return .bypass_authorization;
-    if (CacheControl.parse(pairs).no_store) return .bypass_no_store;
+    const cc = CacheControl.parse(pairs);
+    if (cc.no_store) return .bypass_no_store;
+    // the client asks for a response validated with the origin (RFC 9111 §5.2.1.4, §5.2.1.1
+    // max-age=0, §5.4 Pragma): this cache cannot validate, so it does not answer from storage
+    if (cc.no_cache or (cc.max_age != null and cc.max_age.? == 0)) return .bypass_no_cache;
+    if (headers.get(pairs, "cache-control") == null) {
+        if (headers.get(pairs, "pragma")) |pragma| {
+            if (std.ascii.findIgnoreCase(pragma, "no-cache") != null) return .bypass_no_cache;
+        }
+    }
     const conditional = [_][]const u8{ "if-none-match", "if-modified-since", "if-match", "if-unmodified-since", "if-range" };
     for (conditional) |name| if (headers.get(pairs, name) != null) return .bypass_conditional;
     return .cacheable;
@@ -209,6 +219,11 @@ test "request cacheability table" {
         .{ .method = "GET", .pairs = &.{.{ .name = "upgrade", .value = "websocket" }}, .want = .bypass_upgrade },
         .{ .method = "GET", .pairs = &.{.{ .name = "authorization", .value = "Bearer x" }}, .want = .bypass_authorization },
         .{ .method = "GET", .pairs = &.{.{ .name = "cache-control", .value = "max-age=0, no-store" }}, .want = .bypass_no_store },
+        .{ .method = "GET", .pairs = &.{.{ .name = "cache-control", .value = "no-cache" }}, .want = .bypass_no_cache },
+        .{ .method = "GET", .pairs = &.{.{ .name = "cache-control", .value = "max-age=0" }}, .want = .bypass_no_cache },
+        .{ .method = "GET", .pairs = &.{.{ .name = "cache-control", .value = "max-age=60" }}, .want = .cacheable },
+        .{ .method = "GET", .pairs = &.{.{ .name = "pragma", .value = "no-cache" }}, .want = .bypass_no_cache },
+        .{ .method = "GET", .pairs = &.{ .{ .name = "pragma", .value = "no-cache" }, .{ .name = "cache-control", .value = "max-age=5" } }, .want = .cacheable },
         .{ .method = "GET", .pairs = &.{.{ .name = "if-none-match", .value = "\"x\"" }}, .want = .bypass_conditional },
         .{ .method = "GET", .pairs = &.{.{ .name = "if-modified-since", .value = "x" }}, .want = .bypass_conditional },
         .{ .method = "GET", .pairs = &.{.{ .name = "content-type", .value = "application/grpc+proto" }}, .want = .bypass_grpc },

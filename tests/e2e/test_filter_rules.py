@@ -37,7 +37,10 @@ def stores_settle(stack, pause_s: float = 0.3) -> None:
     ("Cache-Control", "no-store", "sp_cache.bypass_no_store"),
     ("If-None-Match", '"abc"', "sp_cache.bypass_conditional"),
     ("If-Modified-Since", "Sun, 06 Nov 1994 08:49:37 GMT", "sp_cache.bypass_conditional"),
-], ids=["authorization", "no-store", "if-none-match", "if-modified-since"])
+    ("Cache-Control", "no-cache", "sp_cache.bypass_no_cache"),
+    ("Cache-Control", "max-age=0", "sp_cache.bypass_no_cache"),
+    ("Pragma", "no-cache", "sp_cache.bypass_no_cache"),
+], ids=["authorization", "no-store", "if-none-match", "if-modified-since", "no-cache", "max-age-0", "pragma"])
 def test_request_bypasses_reach_the_upstream_and_store_nothing(make_stack, header, value, counter):
     stack = make_stack(variant="filter")
     path = f"/bytes/300?{CACHEABLE}"

@@ -275,7 +275,7 @@ def test_request_body_over_limit_streams_through_intact(make_host):
     s = host.new_stream()
     body = bytes(i % 251 for i in range(1500))
     assert s.send_request_headers(req("POST", "/rpc", ("content-type", "application/json")), False) == Action.PAUSE
-    assert s.send_request_body(body[:700], False) == Action.PAUSE
+    assert s.send_request_body(body[:700], False) == Action.PAUSE_WATERMARK
     assert host.metric("sp_cache.buffered_body_bytes") == 700
     assert s.send_request_body(body[700:], True) == Action.CONTINUE
     assert bytes(s.upstream_body) == body and s.request_end_sent
@@ -292,7 +292,7 @@ def test_request_body_within_limit_is_looked_up_with_the_body(make_host):
     s = host.new_stream()
     body = b'{"q": 1}'
     s.send_request_headers(req("POST", "/rpc"), False)
-    assert s.send_request_body(body, True) == Action.PAUSE
+    assert s.send_request_body(body, True) == Action.PAUSE_WATERMARK
     request = fake_decode(host.pending_calls[0]).request
     assert request.body == body
     assert request.key == request_fingerprint("POST", AUTHORITY, "/rpc", {}, [], body)
@@ -437,3 +437,24 @@ def test_traceparent_parent_preserved_new_span_id(host):
     assert len(span.span_id) == 8 and span.span_id != span.parent_span_id
     fake_answer_miss(host, host.pending_calls[0])
     assert s.request_header_values("traceparent") == [incoming]
+
+
+def test_request_body_in_several_chunks_is_keyed_on_every_byte(make_host):
+    # Envoy shows a StopIterationAndWatermark filter only the current chunk: the filter must keep
+    # its own copy, or the key and the inject span would carry the last chunk alone
+    host = make_host({"lookup_methods": ["POST"], "max_request_body_bytes": 4096})
+    s = host.new_stream()
+    body = bytes(i % 251 for i in range(3000))
+    s.send_request_headers(req("POST", "/rpc"), False)
+    assert s.send_request_body(body[:1000], False) == Action.PAUSE_WATERMARK
+    assert s.send_request_body(body[1000:2000], False) == Action.PAUSE_WATERMARK
+    assert host.metric("sp_cache.buffered_body_bytes") == 2000
+    assert s.send_request_body(body[2000:], True) == Action.PAUSE_WATERMARK
+    request = fake_decode(host.pending_calls[0]).request
+    assert request.body == body
+    assert request.key == request_fingerprint("POST", AUTHORITY, "/rpc", {}, [], body)
+    fake_answer_miss(host, host.pending_calls[0])
+    assert bytes(s.upstream_body) == body and s.request_end_sent
+    s.respond(200, [], b"ok")
+    s.done()
+    assert host.metric("sp_cache.buffered_body_bytes") == 0

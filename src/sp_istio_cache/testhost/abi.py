@@ -81,6 +81,9 @@ class Action(IntEnum):
 
     CONTINUE = 0
     PAUSE = 1
+    #: body callbacks only: StopIterationAndWatermark (buffer; past the limit Envoy pushes back on
+    #: the sender instead of answering 413)
+    PAUSE_WATERMARK = 2
 
 
 def encode_pairs(pairs: Iterable[tuple[str | bytes, str | bytes]]) -> bytes:

@@ -195,6 +195,7 @@ class Stream:
         # request direction state
         self._req_headers_held = False  # headers callback paused, not yet continued
         self._req_buffering = False  # last body callback returned Pause (StopIterationAndBuffer)
+        self._req_watermark = False  # ... and it was StopIterationAndWatermark (no 413 past the limit)
         self._req_buffer = bytearray()  # what Envoy holds for us (buffered body)
         self._req_chunk: bytes | None = None  # the chunk of the current body callback (not buffering)
         self._req_end_seen = False
@@ -268,24 +269,34 @@ class Stream:
         self._req_end_seen = end_of_stream
         if self._req_buffering:
             self._req_buffer += chunk
-            if len(self._req_buffer) > self.host.buffer_limit:
+            if len(self._req_buffer) > self.host.buffer_limit and not self._req_watermark:
                 self.host._violation(f"stream {self.id}: request buffer {len(self._req_buffer)} B exceeds "
                                      f"{self.host.buffer_limit} B: Envoy answers 413")
                 self._envoy_local_reply(413, b"Payload Too Large", "request_payload_too_large")
                 return Action.PAUSE
-            self._req_chunk = None
-            size = len(self._req_buffer)
+            if self._req_watermark:
+                # StopIterationAndWatermark: Envoy holds the bytes but the filter sees only the
+                # current chunk (Envoy's wasm Context::decodeData buffers only for
+                # StopIterationAndBuffer)
+                self._req_chunk = bytes(chunk)
+                size = len(chunk)
+            else:
+                self._req_chunk = None
+                size = len(self._req_buffer)
         else:
             self._req_chunk = bytes(chunk)
             size = len(chunk)
         action = self.host._callback("proxy_on_request_body", self.id, size, int(end_of_stream))
         self.actions.append(("request_body", action))
         if self.local_response is None:
-            if action == Action.PAUSE:
+            if action in (Action.PAUSE, Action.PAUSE_WATERMARK):
                 if not self._req_buffering:
                     self._req_buffer = bytearray(self._req_chunk or b"")
                 self._req_buffering = True
-                if len(self._req_buffer) > self.host.buffer_limit:
+                # StopIterationAndWatermark: past the limit Envoy stops reading from the client
+                # (back-pressure) instead of answering 413
+                self._req_watermark = action == Action.PAUSE_WATERMARK
+                if len(self._req_buffer) > self.host.buffer_limit and not self._req_watermark:
                     self.host._violation(f"stream {self.id}: request buffer {len(self._req_buffer)} B exceeds "
                                          f"{self.host.buffer_limit} B: Envoy answers 413")
                     self._envoy_local_reply(413, b"Payload Too Large", "request_payload_too_large")
@@ -763,8 +774,9 @@ class ProxyWasmHost:
                     "proxy_on_response_headers", "proxy_on_response_body", "proxy_on_response_trailers"):
             if result is None:
                 return Action.CONTINUE
-            if result not in (0, 1):
-                self._violation(f"{name} returned {result}, not Continue(0)/Pause(1)")
+            allowed = (0, 1, 2) if name.endswith("_body") else (0, 1)
+            if result not in allowed:
+                self._violation(f"{name} returned {result}, not one of {allowed}")
                 return Action.PAUSE
             return Action(result)
         return result
