@@ -6,7 +6,7 @@ from sp_istio_cache.pluginconfig import PluginConfigError
 
 def test_defaults_cover_every_schema_key():
     d = pluginconfig.defaults()
-    assert d["max_response_body_bytes"] == 1048576
+    assert d["max_response_body_bytes"] == 262144
     assert d["lookup_methods"] == ["GET", "HEAD"]
     assert set(d) == set(pluginconfig.schema()["properties"])
     assert pluginconfig.validate(d) == d

@@ -26,7 +26,7 @@ pub const Config = struct {
     /// bytes
     max_request_body_bytes: u32 = 65536,
     /// bytes
-    max_response_body_bytes: u32 = 1048576,
+    max_response_body_bytes: u32 = 262144,
     max_stores_in_flight: u32 = 64,
     /// seconds
     default_ttl_seconds: u32 = 300,

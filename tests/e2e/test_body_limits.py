@@ -24,7 +24,7 @@ pytestmark = pytest.mark.envoy
 
 MiB = 1 << 20
 SIZES = [MiB - 1, MiB, MiB + 1, 8 * MiB]
-MAX_RESPONSE = 1048576  # max_response_body_bytes default (filter/config.schema.json)
+MAX_RESPONSE = 1048576  # max_response_body_bytes set at Envoy's default connection buffer limit
 #: filter.zig envoy_hold_limit: the most request body the filter asks Envoy to hold
 HOLD_LIMIT = MiB - 64 * 1024
 
@@ -92,7 +92,8 @@ def settle(stack, timeout_s: float = 5.0) -> None:
 
 @pytest.mark.parametrize("chunked", [False, True], ids=["content-length", "chunked"])
 def test_large_responses_arrive_whole_and_only_up_to_the_limit_is_stored(make_stack, chunked):
-    stack = make_stack(variant="filter")  # per_connection_buffer_limit_bytes None: Envoy's 1 MiB
+    # per_connection_buffer_limit_bytes None: Envoy's 1 MiB; the filter's limit raised to match it
+    stack = make_stack(variant="filter", plugin_config={"max_response_body_bytes": MAX_RESPONSE})
     query = "?chunked=1" if chunked else ""
     stored = 0
     for n in SIZES:
