@@ -67,6 +67,16 @@ def test_committed_default_rendering_is_valid():
         check_manifest_file(r.ISTIO_CONFIGS / name)
 
 
+def test_committed_default_rendering_matches_the_current_filter(tmp_path, no_tuning_output, module_sha):
+    """istio-configs/ is what `sp-istio-cache istio render` gives for the current sources (the Zig
+    build is deterministic): a filter or schema change without a re-render fails here, so the
+    checked-in sha256 and pluginConfig never go stale."""
+    written = r.write(r.render(r.IstioParams(sha256=module_sha)), tmp_path)
+    for path in written:
+        assert (r.ISTIO_CONFIGS / path.name).read_text() == path.read_text(), (
+            f"istio-configs/{path.name} is stale: run `sp-istio-cache istio render` and commit it")
+
+
 def test_https_backend_adds_destination_rule_with_tls_origination(no_tuning_output):
     rendered = r.render(r.IstioParams(sha256=SHA, backend_url="https://cache.example.com"))
     dr = rendered.resources["destinationrule.yaml"]
