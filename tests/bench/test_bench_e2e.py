@@ -110,6 +110,13 @@ def test_resources_are_sampled(mini):
     assert (all_rows["rss_mean_bytes"] > 10 * 2**20).all()
     assert (all_rows["rss_max_bytes"] >= all_rows["rss_mean_bytes"]).all()
     assert (all_rows["cpu_seconds"] > 0).all()
+    # the runtime's own resources() (psutil inside LocalRuntime): RSS basis, no container columns
+    assert (all_rows["runtime"] == "local").all() and (all_rows["memory_basis"] == "process_rss").all()
+    assert (all_rows["memory_anon_max_bytes"] > 0).all()
+    assert (all_rows["memory_anon_max_bytes"] < all_rows["rss_max_bytes"]).all()
+    for name in ("container_memory_max_bytes", "memory_limit_bytes", "cpu_limit_cores", "cpu_throttled_seconds"):
+        assert all_rows[name].isna().all(), name
+    assert not all_rows["oom_killed"].any() and not all_rows["envoy_died"].any()
     filt = all_rows[all_rows["variant"] == "filter"]
     assert (filt["backend_entries"] > 0).all()
 

@@ -29,6 +29,10 @@ def print_summary(frame: pd.DataFrame, console: Console) -> None:
             flags.append(f"upstream {r['upstream_requests']} != {r['expected_upstream_requests']}")
         if r["non_2xx"]:
             flags.append(f"{r['non_2xx']} non-2xx")
+        if r.get("oom_killed", False):
+            flags.append(f"[bold red]OOM-killed[/] (Envoy, {r.get('envoy_phase') or 'load'})")
+        elif r.get("envoy_died", False):
+            flags.append(f"[bold red]Envoy died[/] ({r.get('envoy_phase') or 'load'})")
         if r["missed_slots"]:
             flags.append(f"{r['missed_slots']}/{r['slots']} slots missed")
         table.add_row(r["variant"], f"{r['payload_bytes']:,}", f"{r['target_hit_ratio']:g}",

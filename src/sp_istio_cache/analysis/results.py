@@ -21,7 +21,19 @@ Columns (latencies in µs, sizes in bytes, CPU in seconds, rates in requests/s):
 - resources: ``rss_mean_bytes``, ``rss_max_bytes``, ``heap_allocated_max_bytes``,
   ``heap_size_max_bytes``, ``buffered_body_bytes_max``, ``backend_entries``, ``backend_bytes``,
   ``cpu_seconds`` (Envoy), ``cpu_s_per_1k_requests``, ``backend_cpu_seconds``,
-  ``upstream_cpu_seconds``;
+  ``upstream_cpu_seconds``; ``memory_basis`` says what ``rss_*`` measured: ``process_rss``
+  (local: the Envoy process RSS) or ``container_working_set`` (docker: cgroup usage minus
+  inactive file cache, what ``docker stats`` and the kubelet show); ``memory_anon_max_bytes``
+  (anonymous memory, one meaning under both runtimes); ``memory_peak_bytes`` (the runtime's own
+  peak: local ``VmHWM``; docker the cgroup ``max_usage`` since the container started, page cache
+  of the binary included);
+- runtime: ``runtime`` (local | docker), ``container_memory_max_bytes`` (highest raw cgroup
+  usage, the figure the limit is enforced on), ``memory_limit_bytes``, ``cpu_limit_cores``,
+  ``cpu_throttled_seconds`` (CFS throttled time during the cell), ``cpu_throttled_share``
+  (throttled CFS periods / periods), all NaN for local; ``oom_killed`` (the kernel's OOM killer
+  ended Envoy), ``envoy_died`` (Envoy ended during the cell, for any reason), ``envoy_phase``
+  (start | warm-up | load: where; empty when alive). A cell whose Envoy died before Locust ran has
+  one ``ALL`` row with ``requests`` 0 and NaN latencies;
 - against the baseline cell of the same (payload, body, hit ratio, load): ``p50_ratio``,
   ``p99_ratio``, ``rps_ratio`` (this row over the baseline's ALL row), ``rss_over_baseline_bytes``,
   ``cpu_s_per_1k_over_baseline`` (this cell minus the baseline: the buffering overhead).
@@ -92,6 +104,8 @@ def cell_rows(cell_dir: Path) -> list[dict[str, Any]]:
     cell_dir = Path(cell_dir)
     doc = _read_cell(cell_dir)
     files = sorted(cell_dir.glob("samples*.json"))
+    if not files and (doc.get("envoy") or {}).get("died") and doc.get("resources") is None:
+        return [_died_row(doc)]
     if not files:
         raise ResultsError(f"{cell_dir}: no samples*.json")
     samples = load_samples(files)
@@ -112,7 +126,6 @@ def cell_rows(cell_dir: Path) -> list[dict[str, Any]]:
     duration = samples.duration_s
     rps_all = total / duration if duration > 0 else math.nan
     limited, reason, cpu_fraction = _generator(doc, samples, rps_all)
-    res = doc["resources"]
     base = {
         "cell_id": doc["cell_id"], "variant": variant, "payload_bytes": cell["payload_bytes"],
         "request_body_bytes": cell["request_body_bytes"], "target_hit_ratio": cell["target_hit_ratio"],
@@ -136,17 +149,7 @@ def cell_rows(cell_dir: Path) -> list[dict[str, Any]]:
         "missed_slots": samples.missed_slots,
         "schedule_lag_p50_us": summarize(samples.lag)["p50_us"] if samples.slots else math.nan,
         "schedule_lag_p99_us": summarize(samples.lag)["p99_us"] if samples.slots else math.nan,
-        "rss_mean_bytes": res["rss_mean_bytes"],
-        "rss_max_bytes": res["rss_max_bytes"],
-        "heap_allocated_max_bytes": res["heap_allocated_max_bytes"],
-        "heap_size_max_bytes": res["heap_size_max_bytes"],
-        "buffered_body_bytes_max": res["buffered_body_bytes_max"],
-        "backend_entries": res["backend_entries"],
-        "backend_bytes": res["backend_bytes"],
-        "cpu_seconds": res["cpu_seconds"],
-        "cpu_s_per_1k_requests": res["cpu_seconds"] / total * 1000,
-        "backend_cpu_seconds": res["backend_cpu_seconds"],
-        "upstream_cpu_seconds": res["upstream_cpu_seconds"],
+        **_resource_columns(doc, total),
     }
     rows = []
     for outcome in [*sorted(counts), "ALL"]:
@@ -157,6 +160,76 @@ def cell_rows(cell_dir: Path) -> list[dict[str, Any]]:
                      "rps": n / duration if duration > 0 else math.nan,
                      "non_2xx": samples.non_2xx(key)})
     return rows
+
+
+def _resource_columns(doc: dict[str, Any], total: int) -> dict[str, Any]:
+    """The resource and runtime columns of a cell (older cell.json files: local, NaN for the new)."""
+    res = doc.get("resources") or {}
+    fate = doc.get("envoy") or {}
+    runtime = (doc.get("runtime") or {}).get("name") or doc["cell"].get("runtime", "local")
+    nan = math.nan
+
+    def get(key: str) -> float:
+        value = res.get(key)
+        return nan if value is None else float(value)
+
+    periods = get("cpu_periods")
+    cpu = get("cpu_seconds")
+    return {
+        "rss_mean_bytes": get("rss_mean_bytes"),
+        "rss_max_bytes": get("rss_max_bytes"),
+        "memory_basis": res.get("memory_basis") or ("container_working_set" if runtime == "docker"
+                                                     else "process_rss"),
+        "memory_anon_max_bytes": get("memory_anon_max_bytes"),
+        "memory_peak_bytes": get("memory_peak_bytes"),
+        "heap_allocated_max_bytes": get("heap_allocated_max_bytes"),
+        "heap_size_max_bytes": get("heap_size_max_bytes"),
+        "buffered_body_bytes_max": get("buffered_body_bytes_max"),
+        "backend_entries": get("backend_entries"),
+        "backend_bytes": get("backend_bytes"),
+        "cpu_seconds": cpu,
+        "cpu_s_per_1k_requests": cpu / total * 1000 if total else nan,
+        "backend_cpu_seconds": get("backend_cpu_seconds"),
+        "upstream_cpu_seconds": get("upstream_cpu_seconds"),
+        "runtime": runtime,
+        "container_memory_max_bytes": get("container_memory_max_bytes"),
+        "memory_limit_bytes": get("memory_limit_bytes"),
+        "cpu_limit_cores": get("cpu_limit_cores"),
+        "cpu_throttled_seconds": get("cpu_throttled_seconds"),
+        "cpu_throttled_share": get("cpu_throttled_periods") / periods if periods and periods > 0 else nan,
+        "oom_killed": bool(fate.get("oom_killed", res.get("oom_killed", False))),
+        "envoy_died": bool(fate.get("died", False)),
+        "envoy_phase": fate.get("phase") or "",
+    }
+
+
+def _died_row(doc: dict[str, Any]) -> dict[str, Any]:
+    """The single ``ALL`` row of a cell whose Envoy died before Locust ran."""
+    cell = doc["cell"]
+    nan = math.nan
+    opts = (doc.get("runtime") or {}).get("options") or cell.get("runtime_options") or {}
+    row = {
+        "cell_id": doc["cell_id"], "variant": cell["variant"], "payload_bytes": cell["payload_bytes"],
+        "request_body_bytes": cell["request_body_bytes"], "target_hit_ratio": cell["target_hit_ratio"],
+        "mode": doc["mode"], "users": cell["users"], "target_rate": cell["rate"],
+        "duration_s": cell["duration_s"], "hot_keys": cell["hot_keys"],
+        "latency_basis": "", "cell_requests": 0, "achieved_hit_ratio": nan,
+        "achieved_hit_ratio_upstream": nan, "upstream_requests": 0, "expected_upstream_requests": 0,
+        "upstream_mismatch": False, "hot_requests": 0, "cold_requests": 0,
+        "warmup_requests": doc.get("warmup_requests", 0), "store_wait_ms": doc.get("store_wait_ms", nan),
+        "generator_limited": False, "generator_reason": "", "locust_cpu_fraction": nan, "slots": 0,
+        "missed_slots": 0, "schedule_lag_p50_us": nan, "schedule_lag_p99_us": nan,
+        **_resource_columns(doc, 0),
+        "outcome": "ALL", "requests": 0, "share": nan, "rps": nan, "non_2xx": 0,
+        **{k: nan for k in ("p50_us", "p90_us", "p99_us", "p999_us", "max_us", "mean_us", "min_us")},
+    }
+    from ..runtime.docker import parse_memory
+
+    if math.isnan(row["memory_limit_bytes"]) and opts.get("memory_limit") is not None:
+        row["memory_limit_bytes"] = float(parse_memory(opts["memory_limit"]))
+    if math.isnan(row["cpu_limit_cores"]) and opts.get("cpu_limit") is not None:
+        row["cpu_limit_cores"] = float(opts["cpu_limit"])
+    return row
 
 
 def add_baseline_ratios(frame: pd.DataFrame) -> pd.DataFrame:

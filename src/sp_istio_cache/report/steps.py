@@ -233,9 +233,12 @@ def smoke_step(out_dir: str | Path, sizes: list[int], runtime: str = "local", en
 def benchmark_step(out_dir: str | Path, *, variants: list[str], payload_bytes: list[int],
                    hit_ratios: list[float], request_body_bytes: list[int] | None = None, users: int = 10,
                    duration_s: float = 3.0, rate: float = 0.0, envoy_concurrency: int = 2,
-                   runtime: str = "local", matrix_file: str = "") -> tuple[pd.DataFrame, list[Path]]:
+                   runtime: str = "local", runtime_options: dict[str, Any] | None = None, envoy_path: str = "",
+                   matrix_file: str = "") -> tuple[pd.DataFrame, list[Path]]:
     """Run the matrix into ``out_dir/bench`` (the bench API: a fresh stack per cell, Locust in
-    its own process) and draw the four benchmark charts from its files.
+    its own process) and draw the four benchmark charts from its files. ``runtime_options``
+    (docker: ``cpu_limit``, ``memory_limit``) and ``envoy_path`` reach every cell's stack; empty
+    values keep those of ``matrix_file``.
 
     Raises:
         CellError: a cell failed (Envoy did not start, Locust failed); names the cell.
@@ -249,7 +252,8 @@ def benchmark_step(out_dir: str | Path, *, variants: list[str], payload_bytes: l
     matrix = base.with_overrides(
         source="report parameters", variants=tuple(variants), payload_bytes=tuple(payload_bytes),
         hit_ratios=tuple(hit_ratios), request_body_bytes=tuple(request_body_bytes or [0]), users=users,
-        duration_s=duration_s, rate=rate, envoy_concurrency=envoy_concurrency, runtime=runtime)
+        duration_s=duration_s, rate=rate, envoy_concurrency=envoy_concurrency, runtime=runtime,
+        runtime_options=dict(runtime_options) if runtime_options else None, envoy_path=envoy_path or None)
     try:
         result = run_matrix(matrix, out / "bench", progress=False)
     finally:
