@@ -112,3 +112,12 @@ def test_request_body_axis_uses_post_cells():
 def test_budget_needs_a_latency_bound():
     with pytest.raises(ValueError, match="latency budget"):
         Budget(memory_bytes=MIB, concurrency=1)
+
+
+def test_an_oom_killed_filter_cell_fails_the_memory_budget():
+    # budget admits up to 256 KiB on latency (+3000 µs); the 256 KiB filter cell was OOM-killed
+    frame = table(SIZES)
+    frame["oom_killed"] = (frame["variant"] == "filter") & (frame["payload_bytes"] == 256 * KIB)
+    choice = choose_limit(frame, budget(p99_added_us=3000))
+    assert choice.limit == 64 * KIB
+    assert list(choice.table["meets_memory"]) == [True, True, False, True]

@@ -179,7 +179,9 @@ def evaluate(frame: pd.DataFrame, budget: Budget, axis: str = "payload_bytes") -
             meets_latency &= bool(added.max() <= budget.p99_added_us)
         if budget.p99_ratio is not None:
             meets_latency &= bool(ratio.max() <= budget.p99_ratio)
-        meets_memory = bool(predicted <= budget.memory_bytes)
+        # an Envoy the kernel OOM-killed under this size is the plainest failure of the memory budget
+        oom = bool(group["oom_killed"].fillna(False).astype(bool).any()) if "oom_killed" in group else False
+        meets_memory = bool(predicted <= budget.memory_bytes) and not oom
         limited = group["generator_limited"].astype(bool) | group["generator_limited_base"].astype(bool)
         limited_cells = sorted(set(group.loc[group["generator_limited"].astype(bool), "cell_id"])
                                | set(group.loc[group["generator_limited_base"].astype(bool), "cell_id_base"]))
