@@ -158,7 +158,7 @@ def logs(all_lines: bool = typer.Option(False, "--all", help="Every Envoy line, 
     if not all_lines:
         text = [ln for ln in text if "wasm" in ln or "sp_istio_cache" in ln or "sp-istio-cache" in ln]
     for ln in text[-lines:]:
-        console.print(ln, highlight=False, markup=False)
+        console.print(ln, highlight=False, markup=False, soft_wrap=True)
 
 
 @app.command()
@@ -175,7 +175,7 @@ def smoke(size: int = typer.Option(65536, help="Response body size in bytes."),
             result = run_smoke(stack, size)
     except Exception as exc:  # noqa: BLE001
         _fail(f"smoke could not run: {exc}")
-    console.print(result.verdict(), highlight=False)
+    typer.echo(result.verdict())  # one line, never wrapped
     if not result.ok:
         raise typer.Exit(1)
 
