@@ -21,3 +21,13 @@ def test_defaults_cover_every_schema_key():
 def test_invalid_config_names_the_key(config, message):
     with pytest.raises(PluginConfigError, match=message):
         pluginconfig.validate(config)
+
+
+def test_fit_body_limits_raises_only_unset_limits_and_caps_the_request_hold():
+    fit = pluginconfig.fit_body_limits
+    assert fit({}, 1048576) == {"max_response_body_bytes": 1048576}
+    assert fit({}, 1024) == {}  # within the 256 KiB default
+    assert fit({"max_response_body_bytes": 4096}, 1048576) == {"max_response_body_bytes": 4096}
+    assert fit({}, 0, 8 * 1048576) == {"max_request_body_bytes": 983040}
+    assert fit({"lookup_timeout_ms": 5}, 300000, 70000) == {
+        "lookup_timeout_ms": 5, "max_response_body_bytes": 300000, "max_request_body_bytes": 70000}

@@ -268,19 +268,6 @@ const Reader = struct {
         };
         return .{ .num = num, .value = value };
     }
-
-    /// First length-delimited field `num` in the message, or null.
-    fn firstMessage(buf: []const u8, num: u64) DecodeError!?[]const u8 {
-        var r: Reader = .{ .buf = buf };
-        var found: ?[]const u8 = null;
-        while (try r.next()) |f| {
-            if (f.num == num) {
-                if (f.value != .bytes) return error.Malformed;
-                if (found == null) found = f.value.bytes;
-            }
-        }
-        return found;
-    }
 };
 
 const AnyValue = union(enum) { string: []const u8, int: i64, bytes: []const u8, array: []const u8, other };
@@ -407,15 +394,42 @@ fn validate(buf: []const u8, kind: MsgKind, depth: u32) DecodeError!void {
 
 const response_header_prefix = "http.response.header.";
 
-/// Decodes a lookup answer (`TracesData`) into the cached response it carries. Takes the first
-/// span; needs `http.response.status_code`. String and bytes values are accepted for the body.
+/// The one span of a `TracesData` (across every ResourceSpans and ScopeSpans); NoSpan when there
+/// is none, Malformed when there are several (the contract is exactly one).
+fn onlySpan(bytes: []const u8) DecodeError![]const u8 {
+    var found: ?[]const u8 = null;
+    var traces: Reader = .{ .buf = bytes };
+    while (try traces.next()) |rs| {
+        if (rs.num != 1) continue;
+        if (rs.value != .bytes) return error.Malformed;
+        var resource_spans: Reader = .{ .buf = rs.value.bytes };
+        while (try resource_spans.next()) |ss| {
+            if (ss.num != 2) continue;
+            if (ss.value != .bytes) return error.Malformed;
+            var scope_spans: Reader = .{ .buf = ss.value.bytes };
+            while (try scope_spans.next()) |sp| {
+                if (sp.num != 2) continue;
+                if (sp.value != .bytes) return error.Malformed;
+                if (found != null) return error.Malformed;
+                found = sp.value.bytes;
+            }
+        }
+    }
+    return found orelse error.NoSpan;
+}
+
+/// Decodes a lookup answer (`TracesData`) into the cached response it carries. Accepts exactly
+/// what the backend's reference decoder accepts, or less: one span, every key once, needs
+/// `http.response.status_code` (200..599) and `sp.cache.age_seconds`. String and bytes values
+/// are accepted for the body.
 pub fn decodeHit(gpa: std.mem.Allocator, bytes: []const u8) DecodeError!Hit {
     try validate(bytes, .traces_data, 0);
-    const rs = try Reader.firstMessage(bytes, 1) orelse return error.NoSpan;
-    const ss = try Reader.firstMessage(rs, 2) orelse return error.NoSpan;
-    const span = try Reader.firstMessage(ss, 2) orelse return error.NoSpan;
+    const span = try onlySpan(bytes);
     var list: std.ArrayList(Pair) = .empty;
     errdefer list.deinit(gpa);
+    var keys: std.ArrayList([]const u8) = .empty;
+    defer keys.deinit(gpa);
+    var have_age = false;
     var hit: Hit = .{ .status = 0, .headers = &.{}, .body = "" };
     var r: Reader = .{ .buf = span };
     while (try r.next()) |f| {
@@ -429,6 +443,9 @@ pub fn decodeHit(gpa: std.mem.Allocator, bytes: []const u8) DecodeError!Hit {
             if (g.value != .bytes) return error.Malformed;
             if (g.num == 1) key = g.value.bytes else value = try decodeAnyValue(g.value.bytes);
         }
+        // a key given twice is ambiguous: refused, as the backend's reference decoder does
+        for (keys.items) |k| if (std.mem.eql(u8, k, key)) return error.Malformed;
+        try keys.append(gpa, key);
         if (std.mem.eql(u8, key, "http.response.status_code")) {
             // 1xx are interim responses, never a stored final response (RFC 9110 §15.2)
             if (value != .int or value.int < 200 or value.int > 599) return error.Malformed;
@@ -441,6 +458,7 @@ pub fn decodeHit(gpa: std.mem.Allocator, bytes: []const u8) DecodeError!Hit {
         } else if (std.mem.eql(u8, key, "sp.cache.age_seconds")) {
             if (value != .int) return error.Malformed;
             hit.age_seconds = if (value.int < 0) 0 else @intCast(value.int);
+            have_age = true;
         } else if (std.mem.startsWith(u8, key, response_header_prefix) and key.len > response_header_prefix.len) {
             const name = key[response_header_prefix.len..];
             switch (value) {
@@ -460,6 +478,7 @@ pub fn decodeHit(gpa: std.mem.Allocator, bytes: []const u8) DecodeError!Hit {
         }
     }
     if (hit.status == 0) return error.MissingStatus;
+    if (!have_age) return error.Malformed; // docs/protocol.md: a hit carries sp.cache.age_seconds
     hit.headers = try list.toOwnedSlice(gpa);
     return hit;
 }
@@ -486,16 +505,42 @@ pub const golden_span: Span = .{
     },
 };
 
+/// `golden_span` as the backend answers a lookup: the same attributes plus the entry's age.
+fn testHitSpan(attrs: []Attr) Span {
+    var span = golden_span;
+    @memcpy(attrs[0..golden_span.attrs.len], golden_span.attrs);
+    attrs[golden_span.attrs.len] = .{ .key = "sp.cache.age_seconds", .value = .{ .int = 7 } };
+    span.attrs = attrs;
+    return span;
+}
+
 test "encode then decode round trip" {
     const gpa = std.testing.allocator;
-    const bytes = try encode(gpa, &golden_span);
+    var attrs: [golden_span.attrs.len + 1]Attr = undefined;
+    const span = testHitSpan(&attrs);
+    const bytes = try encode(gpa, &span);
     defer gpa.free(bytes);
     var hit = try decodeHit(gpa, bytes);
     defer hit.deinit(gpa);
+    try std.testing.expectEqual(@as(u64, 7), hit.age_seconds);
     try std.testing.expectEqual(@as(u32, 200), hit.status);
     try std.testing.expectEqualStrings("hello", hit.body);
     try std.testing.expectEqual(@as(usize, 1), hit.headers.len);
     try std.testing.expectEqualStrings("content-type", hit.headers[0].name);
+}
+
+test "a hit without its age, or with a key given twice, is refused" {
+    const gpa = std.testing.allocator;
+    const no_age = try encode(gpa, &golden_span);
+    defer gpa.free(no_age);
+    try std.testing.expectError(error.Malformed, decodeHit(gpa, no_age));
+    var attrs: [golden_span.attrs.len + 1]Attr = undefined;
+    var span = testHitSpan(&attrs);
+    attrs[0] = attrs[golden_span.attrs.len]; // sp.cache.age_seconds twice
+    span.attrs = &attrs;
+    const twice = try encode(gpa, &span);
+    defer gpa.free(twice);
+    try std.testing.expectError(error.Malformed, decodeHit(gpa, twice));
 }
 
 test "decoder is total: truncations and random bytes" {

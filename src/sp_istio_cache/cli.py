@@ -21,8 +21,8 @@ from .paths import DIST_WASM, STATE_DIR
 app = typer.Typer(help="SP-Istio Cache workbench: build the Zig proxy-wasm cache filter, run it in a real "
                        "Envoy with its backend and a test upstream, and check it.",
                   no_args_is_help=True, add_completion=False)
-console = Console()
-err = Console(stderr=True)
+console = Console(soft_wrap=True)
+err = Console(stderr=True, soft_wrap=True)
 STATE_FILE = STATE_DIR / "stack.json"
 
 
@@ -66,18 +66,35 @@ def build(optimize: str = typer.Option("ReleaseSafe", help="Zig optimize mode: R
 
     try:
         res = build_filter(optimize=optimize)
-    except BuildError as exc:
+    except (BuildError, ValueError) as exc:
         _fail(str(exc))
     console.print(f"built {res.wasm_path}\n  size    {res.size_bytes} bytes\n  sha256  {res.sha256}\n"
                   f"  optimize {res.optimize}, {res.seconds:.1f} s")
 
 
 def _spec(variant: str, runtime: str, storage: str, plugin_config: Optional[Path], wasm: Optional[Path],
-          concurrency: int, log_level: str):
+          concurrency: int, log_level: str, fit_response_bytes: int = 0):
+    """Build a StackSpec from CLI options, refusing bad names and plugin configs before anything starts."""
+    from . import envoyconf, pluginconfig
+    from .backend.storage import storage_names
+    from .runtime import RUNTIMES
     from .stack import StackSpec
 
+    if variant not in envoyconf.VARIANTS:
+        _fail(f"unknown variant {variant!r}; known: {', '.join(envoyconf.VARIANTS)}")
+    if runtime not in RUNTIMES:
+        _fail(f"unknown runtime {runtime!r}; known: {', '.join(sorted(RUNTIMES))}")
+    if storage not in storage_names():
+        _fail(f"unknown storage {storage!r}; known: {', '.join(storage_names())}")
+    config = _load_plugin_config(plugin_config)
+    if fit_response_bytes:
+        config = pluginconfig.fit_body_limits(config, fit_response_bytes)
+    try:
+        pluginconfig.validate(config)
+    except pluginconfig.PluginConfigError as exc:
+        _fail(str(exc))
     return StackSpec(variant=variant, runtime=runtime, storage=storage,
-                     plugin_config=_load_plugin_config(plugin_config),
+                     plugin_config=config,
                      wasm_path=wasm or DIST_WASM, concurrency=concurrency,
                      component_log_level=f"wasm:{log_level}")
 
@@ -101,24 +118,33 @@ def up(variant: str = VariantOpt, runtime: str = RuntimeOpt, storage: str = Stor
 
     Detached by default (stop with `sp-istio-cache down`); --foreground holds until Ctrl-C.
     """
-    from .stack import Stack, read_state, write_state
+    from .stack import Stack, StateFileError, live_pids, read_state, stop_detached, write_state
 
-    if read_state(STATE_FILE):
-        _fail(f"a stack is already up (see {STATE_FILE}); run `sp-istio-cache down` first")
+    try:
+        state = read_state(STATE_FILE)
+    except StateFileError as exc:
+        _fail(f"{exc}; run `sp-istio-cache down` to clear it")
+    if state is not None:
+        if live_pids(state):
+            _fail(f"a stack is already up (see {STATE_FILE}); run `sp-istio-cache down` first")
+        stop_detached(STATE_FILE)  # every process of the recorded stack is gone: a stale record
+    spec = _spec(variant, runtime, storage, plugin_config, wasm, concurrency, log_level)
     _sigterm_as_exit()
     workdir = STATE_DIR / "run"
-    stack = Stack(_spec(variant, runtime, storage, plugin_config, wasm, concurrency, log_level), workdir)
+    stack = Stack(spec, workdir)
     try:
         stack.start()
     except Exception as exc:  # noqa: BLE001 - report any start failure as one message
         _fail(f"stack did not start: {exc}")
     d = stack.describe()
+    if not foreground:
+        write_state(STATE_FILE, d)  # before printing: a closed stdout must not orphan the stack
     for key in ("listener", "admin", "backend", "upstream", "envoy_log"):
         if d[key]:
-            console.print(f"{key:9} {d[key]}")
+            console.print(f"{key:9} {d[key]}", soft_wrap=True)
     if not foreground:
-        write_state(STATE_FILE, d)
-        console.print("stack is up; stop it with `sp-istio-cache down`")
+        console.print(f"stack is up (recorded in {STATE_FILE}); stop it with `sp-istio-cache down`",
+                      soft_wrap=True)
         return
     try:
         console.print("Ctrl-C stops the stack")
@@ -149,9 +175,12 @@ def down() -> None:
 def logs(all_lines: bool = typer.Option(False, "--all", help="Every Envoy line, not only the filter's."),
          lines: int = typer.Option(200, help="How many lines from the end.")) -> None:
     """Show the filter's log lines from the Envoy started by `up`."""
-    from .stack import read_state
+    from .stack import StateFileError, read_state
 
-    state = read_state(STATE_FILE)
+    try:
+        state = read_state(STATE_FILE)
+    except StateFileError as exc:
+        _fail(f"{exc}; run `sp-istio-cache down` to clear it")
     if state is None:
         _fail("no stack is up (start one with `sp-istio-cache up`)")
     text = Path(state["envoy_log"]).read_text(errors="replace").splitlines()
@@ -162,16 +191,17 @@ def logs(all_lines: bool = typer.Option(False, "--all", help="Every Envoy line, 
 
 
 @app.command()
-def smoke(size: int = typer.Option(65536, help="Response body size in bytes."),
+def smoke(size: int = typer.Option(65536, min=0, help="Response body size in bytes (the store limit is raised to fit it unless --plugin-config sets max_response_body_bytes)."),
           runtime: str = RuntimeOpt, storage: str = StorageOpt,
           plugin_config: Optional[Path] = ConfigOpt, wasm: Optional[Path] = WasmOpt) -> None:
     """Start a fresh stack, GET /bytes/SIZE twice (MISS, then HIT) and print a one-line verdict."""
     from .smoke import run_smoke
     from .stack import Stack
 
+    spec = _spec("filter", runtime, storage, plugin_config, wasm, 2, "info", fit_response_bytes=size)
     _sigterm_as_exit()
     try:
-        with Stack(_spec("filter", runtime, storage, plugin_config, wasm, 2, "info")) as stack:
+        with Stack(spec) as stack:
             result = run_smoke(stack, size)
     except Exception as exc:  # noqa: BLE001
         _fail(f"smoke could not run: {exc}")

@@ -50,3 +50,26 @@ def validate(config: dict[str, Any]) -> dict[str, Any]:
             "recompute the cache key (docs/protocol.md)"
         )
     return config
+
+
+#: the filter never holds more request body than this, whatever the config says (960 KiB, below
+#: Envoy's default 1 MiB connection buffer; filter/src/filter.zig ``envoy_hold_limit``)
+REQUEST_HOLD_CAP_BYTES = 1024 * 1024 - 64 * 1024
+
+
+def fit_body_limits(config: dict[str, Any], response_bytes: int, request_bytes: int = 0) -> dict[str, Any]:
+    """Return ``config`` with the body-size limits raised, where it leaves them unset, so that a
+    response of ``response_bytes`` is stored and a request body of ``request_bytes`` is looked up.
+
+    Used where the workbench measures the filter *at* a size (benchmark cells, smoke): a cell
+    that measures buffering overhead at 1 MiB needs the filter to buffer 1 MiB. Limits the caller
+    set are kept as they are (a measurement of the limit itself). The request limit never passes
+    :data:`REQUEST_HOLD_CAP_BYTES`. Sizes in bytes.
+    """
+    out = dict(config)
+    limits = defaults()
+    if "max_response_body_bytes" not in out and response_bytes > limits["max_response_body_bytes"]:
+        out["max_response_body_bytes"] = int(response_bytes)
+    if "max_request_body_bytes" not in out and request_bytes > limits["max_request_body_bytes"]:
+        out["max_request_body_bytes"] = int(min(request_bytes, REQUEST_HOLD_CAP_BYTES))
+    return out

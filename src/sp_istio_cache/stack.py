@@ -8,6 +8,7 @@ smoke check, the tests and the benchmark all start the stack through this one cl
 from __future__ import annotations
 
 import json
+import os
 import tempfile
 import time
 from dataclasses import asdict, dataclass, field
@@ -209,18 +210,38 @@ class Stack:
 
 
 # -- detached stacks (`up` / `down`) -------------------------------------------------------------
+class StateFileError(RuntimeError):
+    """The ``up`` state file exists but is not a stack record (truncated, edited, foreign)."""
+
+
 def write_state(state_file: Path, description: dict[str, Any]) -> None:
-    """Record a detached stack so that ``down`` and ``logs`` find it."""
+    """Record a detached stack so that ``down`` and ``logs`` find it (atomically: write + rename)."""
     state_file.parent.mkdir(parents=True, exist_ok=True)
-    state_file.write_text(json.dumps(description, indent=2))
+    tmp = state_file.with_name(state_file.name + ".tmp")
+    tmp.write_text(json.dumps(description, indent=2))
+    os.replace(tmp, state_file)
 
 
 def read_state(state_file: Path) -> dict[str, Any] | None:
-    """The recorded stack, or None when there is none."""
+    """The recorded stack, or None when there is none.
+
+    Raises:
+        StateFileError: the file is there but unreadable as a stack record.
+    """
     try:
-        return json.loads(state_file.read_text())
+        state = json.loads(state_file.read_text())
     except FileNotFoundError:
         return None
+    except (OSError, ValueError) as exc:
+        raise StateFileError(f"state file {state_file} is unreadable: {exc}") from exc
+    if not isinstance(state, dict) or not isinstance(state.get("pids"), dict):
+        raise StateFileError(f"state file {state_file} is not a stack record")
+    return state
+
+
+def live_pids(state: dict[str, Any]) -> list[int]:
+    """The recorded processes that still run (and are ours)."""
+    return [pid for pid in state.get("pids", {}).values() if pid and _is_ours(pid)]
 
 
 def stop_detached(state_file: Path) -> list[str]:
@@ -228,8 +249,12 @@ def stop_detached(state_file: Path) -> list[str]:
 
     A process that is already gone is skipped; the state file is removed.
     """
-    state = read_state(state_file)
     stopped: list[str] = []
+    try:
+        state = read_state(state_file)
+    except StateFileError:
+        state_file.unlink(missing_ok=True)  # nothing in it can be trusted: forget it
+        return stopped
     if state is None:
         return stopped
     for name in ("envoy", "backend", "upstream"):

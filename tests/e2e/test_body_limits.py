@@ -56,25 +56,6 @@ def post(url: str, body: bytes, *, chunked: bool, chunk: int = 64 * 1024) -> Rep
         conn.close()
 
 
-#: KNOWN FILTER BUG (see the xfail test at the end): while the filter holds a request body with
-#: StopIterationAndBuffer, Envoy appends the next read to the held buffer and checks its 1 MiB
-#: limit *before* calling the filter, so a read that lands more than (1 MiB - held) at once is
-#: answered 413 (or the connection is reset mid-upload), whatever the filter then returns.
-#: Whether a run meets it depends on how Envoy's reads happen to be cut.
-HOLD_BUG = "filter bug: Envoy 413 while the filter holds a request body (StopIterationAndBuffer)"
-
-
-def post_or_xfail_on_hold_bug(url: str, body: bytes, *, chunked: bool) -> Reply:
-    """``post``, but turn the known hold-buffer 413 (or the reset it causes) into an xfail."""
-    try:
-        reply = post(url, body, chunked=chunked)
-    except ConnectionError as exc:
-        pytest.xfail(f"{HOLD_BUG}: {len(body)} B chunked={chunked}: {exc!r}")
-    if reply.status == 413 and reply.cache == "BYPASS":
-        pytest.xfail(f"{HOLD_BUG}: {len(body)} B chunked={chunked}: 413")
-    return reply
-
-
 def upstream_body_bytes(stack) -> int:
     return int(stack.upstream.get_json("/__stats")["request_body_bytes"])
 
@@ -145,7 +126,7 @@ def test_large_request_bodies_stream_to_the_upstream_byte_exact(make_stack, chun
         expected = direct(stack, path)
         body = hashlib.sha256(str(n).encode()).digest() * (n // 32) + os.urandom(n % 32)
         before = upstream_body_bytes(stack)
-        reply = post_or_xfail_on_hold_bug(stack.listener_url + path, body, chunked=chunked)
+        reply = post(stack.listener_url + path, body, chunked=chunked)
         assert (reply.status, reply.cache, reply.body) == (200, "BYPASS", expected), (n, reply.status)
         assert upstream_body_bytes(stack) - before == n
         assert stack.upstream_count(path) == 2  # direct fetch + this POST
@@ -169,14 +150,14 @@ def test_request_body_at_the_hold_limit_is_looked_up_and_one_byte_more_is_not(ma
     at_limit = os.urandom(HOLD_LIMIT)
 
     before = upstream_body_bytes(stack)
-    first = post_or_xfail_on_hold_bug(stack.listener_url + path, at_limit, chunked=chunked)
+    first = post(stack.listener_url + path, at_limit, chunked=chunked)
     assert (first.status, first.cache, first.body) == (200, "MISS", expected)
     assert upstream_body_bytes(stack) - before == HOLD_LIMIT
     stack.wait_for_stores(1)
-    second = post_or_xfail_on_hold_bug(stack.listener_url + path, at_limit, chunked=chunked)
+    second = post(stack.listener_url + path, at_limit, chunked=chunked)
     assert (second.status, second.cache, second.body) == (200, "HIT", expected)
 
-    over = post_or_xfail_on_hold_bug(stack.listener_url + path, at_limit + b"x", chunked=chunked)
+    over = post(stack.listener_url + path, at_limit + b"x", chunked=chunked)
     assert (over.status, over.cache, over.body) == (200, "BYPASS", expected)
     assert upstream_body_bytes(stack) - before == 2 * HOLD_LIMIT + 1
     assert stack.upstream_count(path) == 3  # direct, the miss, the oversize one
@@ -194,7 +175,7 @@ def test_request_body_limit_is_the_configured_one_below_the_hold_limit(make_stac
     expected = direct(stack, path)
     for n, outcome in ((65536, "MISS"), (65537, "BYPASS")):
         for chunked in (False, True):
-            reply = post_or_xfail_on_hold_bug(stack.listener_url + path, os.urandom(n), chunked=chunked)
+            reply = post(stack.listener_url + path, os.urandom(n), chunked=chunked)
             assert (reply.status, reply.cache, reply.body) == (200, outcome, expected), (n, chunked)
     f = stack.filter_stats()
     assert (f["sp_cache.miss"], f["sp_cache.bypass_request_too_large"]) == (2, 2)
@@ -223,17 +204,15 @@ def raw_post_in_two_pieces(url: str, body: bytes, first: int, pause_s: float = 0
 
 @pytest.mark.parametrize("variant", ["baseline", "filter"])
 def test_request_body_burst_after_a_held_piece(make_stack, variant):
-    """Deterministic reproducer of HOLD_BUG: 1000 bytes (held by the filter), then 2 MiB at once.
-
-    Envoy alone answers 200; with the filter holding the first piece it answers 413 with
-    ``x-sp-cache: BYPASS`` (the filter did decide to let the body stream, but too late).
-    """
+    """1000 bytes (held by the filter), then 2 MiB at once: one read lands past Envoy's 1 MiB
+    connection buffer. When the filter held bodies with StopIterationAndBuffer Envoy answered 413
+    here every time; with StopIterationAndWatermark it pushes back on the client and the filter
+    lets the body stream (BYPASS request_too_large)."""
     stack = make_stack(variant=variant, plugin_config={"lookup_methods": ["GET", "HEAD", "POST"]}
                        if variant == "filter" else {})
     head = raw_post_in_two_pieces(stack.listener_url + "/bytes/10", os.urandom(2 * MiB), first=1000)
     status_line = head.split(b"\r\n")[0]
-    if variant == "filter" and status_line.startswith(b"HTTP/1.1 413"):
+    assert status_line == b"HTTP/1.1 200 OK", head
+    if variant == "filter":
         assert b"x-sp-cache: BYPASS" in head
         assert stack.filter_stats()["sp_cache.bypass_request_too_large"] == 1
-        pytest.xfail(f"{HOLD_BUG}: {status_line.decode()}")
-    assert status_line == b"HTTP/1.1 200 OK", head

@@ -36,6 +36,7 @@ from typing import Any
 
 import yaml
 
+from .. import pluginconfig
 from ..envoyconf import VARIANTS
 
 
@@ -79,8 +80,10 @@ class Cell:
 
     def effective_plugin_config(self) -> dict[str, Any]:
         """The filter configuration of this cell: POST joins the looked-up methods when the
-        cell sends request bodies (otherwise every POST would be a BYPASS)."""
-        cfg = dict(self.plugin_config)
+        cell sends request bodies (otherwise every POST would be a BYPASS), and the body-size
+        limits cover the cell's sizes unless the cell sets them (pluginconfig.fit_body_limits):
+        the cell measures the filter buffering ``payload_bytes``."""
+        cfg = pluginconfig.fit_body_limits(self.plugin_config, self.payload_bytes, self.request_body_bytes)
         if self.request_body_bytes > 0 and "lookup_methods" not in cfg:
             cfg["lookup_methods"] = ["GET", "HEAD", "POST"]
         return cfg
@@ -154,6 +157,16 @@ class Matrix:
             raise bad("hot_keys/processes/envoy_concurrency", "must be >= 1")
         if not isinstance(self.plugin_config, dict):
             raise bad("plugin_config", "must be a mapping")
+        try:
+            pluginconfig.validate(self.plugin_config)
+        except pluginconfig.PluginConfigError as exc:
+            raise bad("plugin_config", str(exc)) from None
+        from ..backend.storage import storage_names
+
+        if self.storage not in storage_names():
+            raise bad("storage", f"unknown {self.storage!r}; known: {', '.join(storage_names())}")
+        if 0 in self.payload_bytes:
+            raise bad("payload_bytes", "sizes must be > 0 bytes")
         _check_runtime(self, bad)
         return self
 
