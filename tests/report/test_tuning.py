@@ -57,9 +57,12 @@ def test_a_failing_smaller_size_cannot_be_skipped():
     assert choose_limit(table(spec), budget()).limit == 1 * KIB
 
 
-def test_generator_limited_cell_the_decision_rests_on_is_refused():
-    with pytest.raises(GeneratorLimitedError, match=r"baseline-p65536-b0-h0-u10.*Locust, not Envoy"):
-        choose_limit(table(SIZES, limited={("baseline", 64 * KIB)}), budget())
+def test_generator_limited_cells_are_never_used_the_choice_stops_below_them():
+    # 64 KiB would meet the budget, but its baseline cell was generator-limited: not proven
+    choice = choose_limit(table(SIZES, limited={("baseline", 64 * KIB)}), budget())
+    assert choice.limit == 1 * KIB
+    assert "65,536 B, could not be judged" in choice.reason and "baseline-p65536-b0-h0-u10" in choice.reason
+    # nothing proven at all: refused
     with pytest.raises(GeneratorLimitedError, match="filter-p1024"):
         choose_limit(table(SIZES, limited={("filter", 1 * KIB)}), budget())
 

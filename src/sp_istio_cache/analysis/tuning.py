@@ -210,8 +210,13 @@ def _miss_reason(row: pd.Series, budget: Budget) -> str:
 def choose_limit(frame: pd.DataFrame, budget: Budget, axis: str = "payload_bytes") -> Choice:
     """The largest measured size of ``axis`` that, with every smaller size, meets both budgets.
 
+    Only cells where Envoy, not Locust, was the bottleneck count: the walk up the sizes stops at
+    the first size with a generator-limited cell, and the choice is the last size proven to fit
+    (conservative; the reason names the cells to re-measure for a larger limit).
+
     Raises:
-        GeneratorLimitedError: a cell the decision rests on was generator-limited (names it).
+        GeneratorLimitedError: the smallest measured size is generator-limited, so no size is
+            proven (names the cells).
         NoSizeMeetsBudgetError: the smallest measured size already misses a budget.
     """
     key = AXES[axis]
@@ -220,12 +225,16 @@ def choose_limit(frame: pd.DataFrame, budget: Budget, axis: str = "payload_bytes
         return Choice(axis, key, None, False, f"no filter cell with {axis} > 0 in this run: not measured", table)
     chosen: int | None = None
     failing = None
+    unjudged = None
     for _, row in table.iterrows():
         if row["generator_limited"]:
-            raise GeneratorLimitedError(
-                f"{key}: refusing to recommend from generator-limited cells at {row['size']:,} B: "
-                f"{row['limited_cells']} (Locust, not Envoy, was the bottleneck; use fewer users, a "
-                "fixed --rate, or more Locust processes)")
+            if chosen is None:
+                raise GeneratorLimitedError(
+                    f"{key}: refusing to recommend from generator-limited cells at {row['size']:,} B: "
+                    f"{row['limited_cells']} (Locust, not Envoy, was the bottleneck; use fewer users, a "
+                    "fixed --rate, or more Locust processes)")
+            unjudged = row
+            break
         if not row["ok"]:
             failing = row
             break
@@ -234,7 +243,12 @@ def choose_limit(frame: pd.DataFrame, budget: Budget, axis: str = "payload_bytes
         raise NoSizeMeetsBudgetError(
             f"{key}: even the smallest measured size ({failing['size']:,} B) misses the budget "
             f"({budget.describe()}): {_miss_reason(failing, budget)}")
-    if failing is None:
+    if unjudged is not None:
+        reason = (f"{chosen:,} B is the largest size proven to meet the budget ({budget.describe()}); "
+                  f"the next size, {unjudged['size']:,} B, could not be judged: Locust, not Envoy, was the "
+                  f"bottleneck in {unjudged['limited_cells']} (re-measure it with fewer users, a fixed "
+                  "--rate or more Locust processes to know whether a larger limit fits)")
+    elif failing is None:
         reason = (f"{chosen:,} B is the largest measured size and every measured size meets the budget "
                   f"({budget.describe()}); larger bodies were not measured")
     else:
