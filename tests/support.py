@@ -109,3 +109,12 @@ def service_process(module: str, args: list[str], port_file: Path,
             with contextlib.suppress(ProcessLookupError):
                 os.killpg(proc.pid, signal.SIGKILL)
             proc.wait(10)
+
+
+def pid_alive(pid: int) -> bool:
+    """Whether a process with this pid exists (signal 0 probe)."""
+    try:
+        os.kill(pid, 0)
+    except ProcessLookupError:
+        return False
+    return True

@@ -12,16 +12,9 @@ import pytest
 from sp_istio_cache import envoyconf
 from sp_istio_cache.httpclient import request
 from sp_istio_cache.runtime import EnvoyStartError, LocalRuntime
+from tests.support import pid_alive
 
 pytestmark = pytest.mark.envoy
-
-
-def _alive(pid: int) -> bool:
-    try:
-        os.kill(pid, 0)
-    except ProcessLookupError:
-        return False
-    return True
 
 
 def test_miss_store_hit_is_byte_identical(make_stack):
@@ -49,9 +42,9 @@ def test_miss_store_hit_is_byte_identical(make_stack):
 def test_stack_stop_leaves_no_process(make_stack):
     stack = make_stack(variant="filter")
     pids = [stack.envoy.pid, stack.backend.proc.pid, stack.upstream.proc.pid]
-    assert all(_alive(p) for p in pids)
+    assert all(pid_alive(p) for p in pids)
     stack.stop()
-    assert [p for p in pids if _alive(p)] == []
+    assert [p for p in pids if pid_alive(p)] == []
 
 
 @pytest.mark.parametrize("plugin_config,key", [
@@ -104,4 +97,4 @@ def test_up_prints_addresses_and_down_stops_everything(tmp_path):
     finally:
         down = subprocess.run([*cli, "down"], capture_output=True, text=True, timeout=60, env=env)
     assert down.returncode == 0 and down.stdout.startswith("stopped: envoy (pid ")
-    assert [p for p in pids.values() if _alive(p)] == []
+    assert [p for p in pids.values() if pid_alive(p)] == []

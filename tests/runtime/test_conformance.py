@@ -2,7 +2,6 @@
 
 from __future__ import annotations
 
-import os
 import time
 
 import pytest
@@ -10,6 +9,7 @@ import pytest
 from sp_istio_cache.httpclient import request
 from sp_istio_cache.runtime.docker import RUN_LABEL
 from sp_istio_cache.stack import Stack, StackSpec
+from tests.support import pid_alive
 
 pytestmark = pytest.mark.envoy
 
@@ -19,14 +19,6 @@ def runtime_name(request):
     if request.param == "docker":
         request.getfixturevalue("docker_engine")  # skips, naming the cause, without an engine
     return request.param
-
-
-def _alive(pid: int) -> bool:
-    try:
-        os.kill(pid, 0)
-    except ProcessLookupError:
-        return False
-    return True
 
 
 def test_baseline_envoy_serves_reports_and_stops_cleanly(runtime_name, tmp_path, record_property):
@@ -57,11 +49,11 @@ def test_baseline_envoy_serves_reports_and_stops_cleanly(runtime_name, tmp_path,
         assert sample["memory_peak_bytes"] >= sample["memory_anon_bytes"]
         assert "starting main dispatch loop" in envoy.logs()
         pid = envoy.pid
-        assert pid and _alive(pid)
+        assert pid and pid_alive(pid)
         run_id = getattr(envoy, "run_id", None)
 
     assert envoy.exited() is not None
-    assert not _alive(pid)
+    assert not pid_alive(pid)
     after = envoy.resources()
     assert after["running"] is False and after["memory_bytes"] == pytest.approx(sample["memory_bytes"], rel=0.5)
     assert "starting main dispatch loop" in envoy.logs()  # logs survive the stop
