@@ -98,3 +98,18 @@ def test_up_prints_addresses_and_down_stops_everything(tmp_path):
         down = subprocess.run([*cli, "down"], capture_output=True, text=True, timeout=60, env=env)
     assert down.returncode == 0 and down.stdout.startswith("stopped: envoy (pid ")
     assert [p for p in pids.values() if pid_alive(p)] == []
+
+
+def test_a_corrupt_state_file_is_reported_and_cleared_by_down(tmp_path):
+    state = tmp_path / "state"
+    state.mkdir()
+    (state / "stack.json").write_text('{"pids": {')
+    env = {**os.environ, "SP_ISTIO_CACHE_STATE_DIR": str(state)}
+    cli = [sys.executable, "-m", "sp_istio_cache.cli"]
+    logs = subprocess.run([*cli, "logs"], capture_output=True, text=True, timeout=60, env=env)
+    assert logs.returncode == 1
+    assert f"state file {state / 'stack.json'} is unreadable" in logs.stderr
+    assert "run `sp-istio-cache down` to clear it" in logs.stderr
+    down = subprocess.run([*cli, "down"], capture_output=True, text=True, timeout=60, env=env)
+    assert (down.returncode, down.stdout.strip()) == (0, "no stack was up")
+    assert not (state / "stack.json").exists()
