@@ -34,47 +34,52 @@ pub const Action = enum(u32) {
 
 // ---------------------------------------------------------------- metrics
 
-/// Every metric of docs/protocol.md; the tag is the name after `sp_cache.`.
-pub const Counter = enum {
-    hit,
-    miss,
-    lookup_error,
-    lookup_timeout,
-    bypass_disabled,
-    bypass_method,
-    bypass_authorization,
-    bypass_no_store,
-    bypass_no_cache,
-    bypass_conditional,
-    bypass_upgrade,
-    bypass_grpc,
-    bypass_request_too_large,
-    store_sent,
-    store_failed,
-    store_dropped,
-    store_skipped_status,
-    store_skipped_no_store,
-    store_skipped_private,
-    store_skipped_set_cookie,
-    store_skipped_vary,
-    store_skipped_response_too_large,
-    store_skipped_head,
-    store_skipped_not_looked_up,
-
-    fn ofRequest(d: policy.RequestDecision) ?Counter {
-        return switch (d) {
-            .cacheable => null,
-            inline else => |t| @field(Counter, @tagName(t)),
-        };
-    }
-
-    fn ofResponse(d: policy.ResponseDecision) ?Counter {
-        return switch (d) {
-            .storable => null,
-            inline else => |t| @field(Counter, "store_skipped_" ++ @tagName(t)["skip_".len..]),
-        };
-    }
+/// Counters the request flow moves itself; the reason counters come from the policy enums.
+const flow_counters = [_][]const u8{
+    "hit", "miss", "lookup_error", "lookup_timeout", "store_sent", "store_failed", "store_dropped",
 };
+
+/// Every counter of docs/protocol.md; the tag is the name after `sp_cache.`. Built at compile
+/// time from the flow counters and the policy reasons (`bypass_<reason>`,
+/// `store_skipped_<reason>`), so a new reason in policy.zig is a new counter with nothing to add.
+pub const Counter = blk: {
+    const requests = std.enums.values(policy.RequestDecision);
+    const responses = std.enums.values(policy.ResponseDecision);
+    const n = flow_counters.len + (requests.len - 1) + (responses.len - 1);
+    var names: [n][]const u8 = undefined;
+    var i: usize = 0;
+    for (flow_counters) |name| {
+        names[i] = name;
+        i += 1;
+    }
+    for (requests) |d| if (d != .cacheable) {
+        names[i] = @tagName(d);
+        i += 1;
+    };
+    for (responses) |d| if (d != .storable) {
+        names[i] = "store_skipped_" ++ @tagName(d)["skip_".len..];
+        i += 1;
+    };
+    const Tag = std.math.IntFittingRange(0, n - 1);
+    const final = names;
+    break :blk @Enum(Tag, .exhaustive, &final, &std.simd.iota(Tag, n));
+};
+
+/// The counter of a request decision (null for `cacheable`).
+fn counterOfRequest(d: policy.RequestDecision) ?Counter {
+    return switch (d) {
+        .cacheable => null,
+        inline else => |t| @field(Counter, @tagName(t)),
+    };
+}
+
+/// The counter of a response decision (null for `storable`).
+fn counterOfResponse(d: policy.ResponseDecision) ?Counter {
+    return switch (d) {
+        .storable => null,
+        inline else => |t| @field(Counter, "store_skipped_" ++ @tagName(t)["skip_".len..]),
+    };
+}
 
 const Metrics = struct {
     defined: bool = false,
@@ -249,7 +254,7 @@ const Stream = struct {
         s.decision = d;
         s.outcome = .bypass;
         s.phase = .upstream;
-        if (Counter.ofRequest(d)) |c| metrics.inc(c);
+        if (counterOfRequest(d)) |c| metrics.inc(c);
     }
 
     // ------------------------------------------------------------ request path
@@ -526,7 +531,7 @@ const Stream = struct {
         }
         const d = s.responseDecision(c);
         host.addHeaderMapValue(.http_response_headers, "x-sp-cache", value) catch {};
-        if (Counter.ofResponse(d)) |counter| {
+        if (counterOfResponse(d)) |counter| {
             metrics.inc(counter);
             s.store_note = @tagName(d);
             return .@"continue";

@@ -46,7 +46,6 @@ response that was not served from a cache reached the upstream).
 
 from __future__ import annotations
 
-import json
 import math
 from pathlib import Path
 from typing import Any
@@ -54,6 +53,7 @@ from typing import Any
 import pandas as pd
 
 from ..bench import manifest
+from ..jsondoc import read_document
 from ..bench.samples import CellSamples, load_samples, summarize
 
 #: columns that identify a cell apart from its variant (the baseline is matched on these)
@@ -69,16 +69,8 @@ class ResultsError(ValueError):
 
 
 def _read_cell(cell_dir: Path) -> dict[str, Any]:
-    path = cell_dir / "cell.json"
-    try:
-        doc = json.loads(path.read_text())
-    except FileNotFoundError:
-        raise ResultsError(f"{path}: missing (the cell did not finish)") from None
-    except json.JSONDecodeError as exc:
-        raise ResultsError(f"{path}: not JSON: {exc}") from None
-    if doc.get("schema") != "sp-istio-cache/cell/1":
-        raise ResultsError(f"{path}: not a cell document")
-    return doc
+    return read_document(cell_dir / "cell.json", "sp-istio-cache/cell/1",
+                         missing="missing (the cell did not finish)", error=ResultsError)
 
 
 def _generator(doc: dict[str, Any], samples: CellSamples, rps: float) -> tuple[bool, str, float]:

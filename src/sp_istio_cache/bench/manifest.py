@@ -22,6 +22,7 @@ from typing import Any
 
 import psutil
 
+from ..jsondoc import read_document
 from ..paths import REPO_ROOT
 
 SCHEMA = "sp-istio-cache/run/1"
@@ -105,13 +106,5 @@ def read(run_dir: Path) -> dict[str, Any]:
     Raises:
         FileNotFoundError / ValueError: missing, or not a run manifest; the message names the path.
     """
-    path = Path(run_dir) / "run.json"
-    try:
-        doc = json.loads(path.read_text())
-    except FileNotFoundError:
-        raise FileNotFoundError(f"{path}: no run manifest (is {run_dir} a benchmark run directory?)") from None
-    except json.JSONDecodeError as exc:
-        raise ValueError(f"{path}: not JSON: {exc}") from None
-    if not isinstance(doc, dict) or doc.get("schema") != SCHEMA:
-        raise ValueError(f"{path}: not a run manifest (schema {SCHEMA!r} expected)")
-    return doc
+    return read_document(Path(run_dir) / "run.json", SCHEMA,
+                         missing=f"no run manifest (is {run_dir} a benchmark run directory?)")
