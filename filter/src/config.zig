@@ -1,5 +1,9 @@
-//! Plugin configuration: the JSON of `filter/config.schema.json`, parsed once per root context
-//! into an immutable `Config`. Unknown keys and wrong types are refused with the key named.
+//! Plugin configuration: the JSON of `filter/config.schema.json` (the single source of truth),
+//! parsed once per root context into an immutable `Config`. Defaults are the struct's field
+//! defaults, integer bounds the `int_bounds` table; filter/tests.zig checks both against the
+//! schema key by key, and tests/test_pluginconfig.py checks this parser and the Python validator
+//! agree on boundary values. Unknown keys, wrong types and out-of-range values are refused with
+//! the key named.
 const std = @import("std");
 
 /// Log levels of the schema, in proxy-wasm order (trace = 0 … error = 4).
@@ -9,14 +13,17 @@ pub const LogLevel = enum(u32) { trace = 0, debug = 1, info = 2, warn = 3, @"err
 pub const Direction = enum { outbound, inbound };
 
 /// Methods the schema allows in `lookup_methods`.
-pub const method_names = [_][]const u8{ "GET", "HEAD", "POST", "PUT", "PATCH", "DELETE", "OPTIONS" };
+pub const Method = enum { GET, HEAD, POST, PUT, PATCH, DELETE, OPTIONS };
 
 /// The parsed plugin configuration. Strings and slices are owned by the `Parsed` arena.
 pub const Config = struct {
     cache_enabled: bool = true,
     backend_cluster: []const u8 = "sp_cache_backend",
     backend_authority: []const u8 = "sp-cache-backend",
-    public_key: []const u8 = "",
+    backend_key: []const u8 = "",
+    backend_key_env: []const u8 = "SP_CACHE_BACKEND_KEY",
+    signing_key: []const u8 = "",
+    signing_key_env: []const u8 = "SP_CACHE_SIGNING_KEY",
     service_name: []const u8 = "sp-istio-cache",
     traffic_direction: Direction = .outbound,
     /// milliseconds
@@ -27,44 +34,85 @@ pub const Config = struct {
     max_request_body_bytes: u32 = 65536,
     /// bytes
     max_response_body_bytes: u32 = 262144,
+    /// bytes, per worker VM
+    max_buffered_body_bytes: u32 = 16777216,
     max_stores_in_flight: u32 = 64,
+    lookup_methods: []const Method = &.{ .GET, .HEAD },
+    /// null = "all": every final status but 206 and 304
+    cacheable_statuses: ?[]const u16 = null,
+    heuristic_freshness: bool = false,
     /// seconds
-    default_ttl_seconds: u32 = 300,
-    /// upper-case method names
-    lookup_methods: []const []const u8 = &.{ "GET", "HEAD" },
-    cacheable_statuses: []const u16 = &.{200},
-    /// lower-case, de-duplicated, sorted (the order the fingerprint uses)
-    vary_headers: []const []const u8 = &.{},
-    /// lower-case
+    heuristic_max_seconds: u32 = 86400,
+    /// seconds; 0 = off
+    default_ttl_seconds: u32 = 0,
+    /// lower-case names
     redact_headers: []const []const u8 = &.{ "authorization", "cookie", "set-cookie", "proxy-authorization", "x-api-key", "x-public-key" },
     cache_authorized_requests: bool = false,
     store_set_cookie_responses: bool = false,
+    inject_traceparent: bool = false,
+    /// bytes, all workers of one Envoy; 0 = no L1
+    l1_max_bytes: u32 = 16777216,
+    /// seconds; 0 = off
+    hit_for_pass_seconds: u32 = 30,
+    /// milliseconds; 0 = no coalescing
+    coalesce_timeout_ms: u32 = 5000,
+    max_variants: u32 = 8,
+    /// seconds
+    stale_retention_seconds: u32 = 86400,
+    cdn_cache_control: bool = true,
     log_level: LogLevel = .info,
 
     /// True if `method` is configured for lookup.
     pub fn lookupMethod(self: *const Config, method: []const u8) bool {
-        for (self.lookup_methods) |m| if (std.mem.eql(u8, m, method)) return true;
+        for (self.lookup_methods) |m| if (std.mem.eql(u8, @tagName(m), method)) return true;
         return false;
     }
 
-    /// True if `status` may be stored.
+    /// True if a response with `status` may be stored (RFC 9111 §3: final, understood).
     pub fn cacheableStatus(self: *const Config, status: u32) bool {
-        for (self.cacheable_statuses) |s| if (s == status) return true;
+        if (status < 200 or status > 599 or status == 206 or status == 304) return false;
+        const list = self.cacheable_statuses orelse return true;
+        for (list) |s| if (s == status) return true;
         return false;
     }
 
-    /// True if the (lower-case) header name is redacted.
+    /// True if the header name is redacted (never sent to the backend).
     pub fn redacted(self: *const Config, name: []const u8) bool {
         for (self.redact_headers) |r| if (std.ascii.eqlIgnoreCase(r, name)) return true;
         return false;
     }
-
-    /// True if the header name is one of the vary headers.
-    pub fn varies(self: *const Config, name: []const u8) bool {
-        for (self.vary_headers) |r| if (std.ascii.eqlIgnoreCase(r, name)) return true;
-        return false;
-    }
 };
+
+/// Inclusive bounds of every integer key (the schema's minimum/maximum).
+pub const IntBound = struct { key: []const u8, min: u32, max: u32 };
+
+/// The integer keys and their bounds; filter/tests.zig checks this table against the schema.
+pub const int_bounds = [_]IntBound{
+    .{ .key = "lookup_timeout_ms", .min = 1, .max = 60000 },
+    .{ .key = "store_timeout_ms", .min = 1, .max = 60000 },
+    .{ .key = "max_request_body_bytes", .min = 0, .max = 983040 },
+    .{ .key = "max_response_body_bytes", .min = 0, .max = 8388608 },
+    .{ .key = "max_buffered_body_bytes", .min = 65536, .max = 1073741824 },
+    .{ .key = "max_stores_in_flight", .min = 1, .max = 100000 },
+    .{ .key = "heuristic_max_seconds", .min = 0, .max = 31536000 },
+    .{ .key = "default_ttl_seconds", .min = 0, .max = 31536000 },
+    .{ .key = "l1_max_bytes", .min = 0, .max = 1073741824 },
+    .{ .key = "hit_for_pass_seconds", .min = 0, .max = 3600 },
+    .{ .key = "coalesce_timeout_ms", .min = 0, .max = 60000 },
+    .{ .key = "max_variants", .min = 1, .max = 64 },
+    .{ .key = "stale_retention_seconds", .min = 0, .max = 31536000 },
+};
+
+/// String keys with a length limit, and those that must name an environment variable.
+pub const max_string_len = 256;
+pub const env_keys = [_][]const u8{ "backend_key_env", "signing_key_env" };
+/// Least signing key length in bytes (the schema's pattern).
+pub const min_signing_key_len = 32;
+
+fn intBound(comptime key: []const u8) IntBound {
+    for (int_bounds) |b| if (std.mem.eql(u8, b.key, key)) return b;
+    @compileError("no bound for " ++ key);
+}
 
 /// What went wrong, for the log line: the offending key (or "" for the document) and why.
 pub const Diagnostic = struct {
@@ -84,7 +132,7 @@ pub const Diagnostic = struct {
 };
 
 /// Errors from `parse`; details are in the `Diagnostic`.
-pub const Error = error{ InvalidJson, NotAnObject, UnknownKey, WrongType, OutOfRange, OutOfMemory };
+pub const Error = error{ InvalidJson, NotAnObject, UnknownKey, WrongType, OutOfRange, Conflict, OutOfMemory };
 
 /// A config and the arena that owns its strings.
 pub const Parsed = struct {
@@ -114,89 +162,76 @@ pub fn parse(gpa: std.mem.Allocator, json: []const u8, diag: *Diagnostic) Error!
     }
     var c: Config = .{};
     var it = root.object.iterator();
-    while (it.next()) |entry| {
+    entries: while (it.next()) |entry| {
         const key = entry.key_ptr.*;
         const v = entry.value_ptr.*;
         diag.setKey(key);
-        if (eql(key, "cache_enabled")) {
-            c.cache_enabled = try boolean(v, diag);
-        } else if (eql(key, "backend_cluster")) {
-            c.backend_cluster = try string(v, 1, diag);
-        } else if (eql(key, "backend_authority")) {
-            c.backend_authority = try string(v, 1, diag);
-        } else if (eql(key, "public_key")) {
-            c.public_key = try string(v, 0, diag);
-        } else if (eql(key, "service_name")) {
-            c.service_name = try string(v, 0, diag);
-        } else if (eql(key, "traffic_direction")) {
-            const s = try string(v, 0, diag);
-            c.traffic_direction = std.meta.stringToEnum(Direction, s) orelse return fail(diag, "must be \"outbound\" or \"inbound\"", error.OutOfRange);
-        } else if (eql(key, "lookup_timeout_ms")) {
-            c.lookup_timeout_ms = try integer(v, 1, 60000, diag);
-        } else if (eql(key, "store_timeout_ms")) {
-            c.store_timeout_ms = try integer(v, 1, 60000, diag);
-        } else if (eql(key, "max_request_body_bytes")) {
-            c.max_request_body_bytes = try integer(v, 0, 67108864, diag);
-        } else if (eql(key, "max_response_body_bytes")) {
-            c.max_response_body_bytes = try integer(v, 0, 67108864, diag);
-        } else if (eql(key, "max_stores_in_flight")) {
-            c.max_stores_in_flight = try integer(v, 1, 100000, diag);
-        } else if (eql(key, "default_ttl_seconds")) {
-            c.default_ttl_seconds = try integer(v, 0, 31536000, diag);
-        } else if (eql(key, "lookup_methods")) {
-            const items = try array(v, diag);
-            const ms = try a.alloc([]const u8, items.len);
-            for (items, ms) |item, *m| {
-                if (item != .string) return fail(diag, "items must be strings", error.WrongType);
-                m.* = for (method_names) |name| {
-                    if (eql(name, item.string)) break name;
-                } else return fail(diag, "items must be one of GET HEAD POST PUT PATCH DELETE OPTIONS", error.OutOfRange);
+        inline for (comptime std.meta.fieldNames(Config)) |name| {
+            if (std.mem.eql(u8, name, key)) {
+                @field(c, name) = try parseField(@FieldType(Config, name), name, a, v, diag);
+                continue :entries;
             }
-            if (hasDuplicate(ms, false)) return fail(diag, "items must be unique", error.OutOfRange);
-            c.lookup_methods = ms;
-        } else if (eql(key, "cacheable_statuses")) {
-            const items = try array(v, diag);
-            const ss = try a.alloc(u16, items.len);
-            for (items, ss) |item, *s| s.* = @intCast(try integer(item, 100, 599, diag));
-            for (ss, 0..) |s, i| for (ss[0..i]) |t| if (s == t) return fail(diag, "items must be unique", error.OutOfRange);
-            c.cacheable_statuses = ss;
-        } else if (eql(key, "vary_headers")) {
-            c.vary_headers = try headerList(a, v, diag);
-        } else if (eql(key, "redact_headers")) {
-            c.redact_headers = try headerList(a, v, diag);
-        } else if (eql(key, "cache_authorized_requests")) {
-            c.cache_authorized_requests = try boolean(v, diag);
-        } else if (eql(key, "store_set_cookie_responses")) {
-            c.store_set_cookie_responses = try boolean(v, diag);
-        } else if (eql(key, "log_level")) {
-            const s = try string(v, 0, diag);
-            c.log_level = std.meta.stringToEnum(LogLevel, s) orelse return fail(diag, "must be one of trace debug info warn error", error.OutOfRange);
-        } else {
-            return fail(diag, "unknown key", error.UnknownKey);
         }
+        return fail(diag, "unknown key", error.UnknownKey);
     }
-    for (c.vary_headers) |name| {
-        if (c.redacted(name)) {
-            diag.setKey("vary_headers");
-            diag.reason = "a vary header may not also be redacted (redact_headers)";
-            return error.OutOfRange;
-        }
+    if (c.store_set_cookie_responses and c.redacted("set-cookie")) {
+        diag.setKey("store_set_cookie_responses");
+        diag.reason = "requires set-cookie to be absent from redact_headers (a stored Set-Cookie must be replayed whole)";
+        return error.Conflict;
     }
-    // vary names: sorted for the fingerprint
-    const vary = try a.dupe([]const u8, c.vary_headers);
-    std.mem.sort([]const u8, vary, {}, lessThan);
-    c.vary_headers = vary;
     diag.* = .{};
     out.value = c;
     return out;
 }
 
-fn lessThan(_: void, x: []const u8, y: []const u8) bool {
-    return std.mem.order(u8, x, y) == .lt;
+fn parseField(comptime T: type, comptime name: []const u8, a: std.mem.Allocator, v: std.json.Value, diag: *Diagnostic) Error!T {
+    if (T == bool) return boolean(v, diag);
+    if (T == u32) {
+        const b = comptime intBound(name);
+        return integer(v, b.min, b.max, diag);
+    }
+    if (T == []const u8) {
+        const s = try string(v, diag);
+        if (comptime std.mem.eql(u8, name, "signing_key")) {
+            if (s.len != 0 and s.len < min_signing_key_len) return fail(diag, "must be empty or at least 32 bytes", error.OutOfRange);
+        }
+        if (comptime isEnvKey(name)) {
+            if (!validEnvName(s)) return fail(diag, "must be an environment variable name ([A-Za-z_][A-Za-z0-9_]*, at most 128)", error.OutOfRange);
+        } else if (comptime std.mem.eql(u8, name, "backend_cluster") or std.mem.eql(u8, name, "backend_authority")) {
+            if (s.len == 0) return fail(diag, "must not be empty", error.OutOfRange);
+        }
+        return s;
+    }
+    if (T == []const Method) return methods(a, v, diag);
+    if (T == ?[]const u16) return statuses(a, v, diag);
+    if (T == []const []const u8) return headerNames(a, v, diag);
+    if (@typeInfo(T) == .@"enum") {
+        const s = try string(v, diag);
+        return std.meta.stringToEnum(T, s) orelse fail(diag, "not one of the allowed values", error.OutOfRange);
+    }
+    @compileError("no parser for config field " ++ name);
 }
 
-fn eql(x: []const u8, y: []const u8) bool {
-    return std.mem.eql(u8, x, y);
+fn isEnvKey(comptime name: []const u8) bool {
+    for (env_keys) |k| if (std.mem.eql(u8, k, name)) return true;
+    return false;
+}
+
+/// True for `^[A-Za-z_][A-Za-z0-9_]{0,127}$`.
+pub fn validEnvName(s: []const u8) bool {
+    if (s.len == 0 or s.len > 128 or std.ascii.isDigit(s[0])) return false;
+    for (s) |ch| if (!std.ascii.isAlphanumeric(ch) and ch != '_') return false;
+    return true;
+}
+
+/// True for an RFC 9110 token in lower case (the schema's redact_headers pattern).
+pub fn lowerToken(s: []const u8) bool {
+    if (s.len == 0) return false;
+    for (s) |ch| {
+        const ok = std.ascii.isDigit(ch) or (ch >= 'a' and ch <= 'z') or std.mem.indexOfScalar(u8, "!#$%&'*+.^_`|~-", ch) != null;
+        if (!ok) return false;
+    }
+    return true;
 }
 
 fn fail(diag: *Diagnostic, reason: []const u8, err: Error) Error {
@@ -209,13 +244,13 @@ fn boolean(v: std.json.Value, diag: *Diagnostic) Error!bool {
     return v.bool;
 }
 
-fn string(v: std.json.Value, min_len: usize, diag: *Diagnostic) Error![]const u8 {
+fn string(v: std.json.Value, diag: *Diagnostic) Error![]const u8 {
     if (v != .string) return fail(diag, "must be a string", error.WrongType);
-    if (v.string.len < min_len) return fail(diag, "must not be empty", error.OutOfRange);
+    if (v.string.len > max_string_len) return fail(diag, "longer than 256 bytes", error.OutOfRange);
     return v.string;
 }
 
-fn integer(v: std.json.Value, min: i64, max: i64, diag: *Diagnostic) Error!u32 {
+fn integer(v: std.json.Value, min: u32, max: u32, diag: *Diagnostic) Error!u32 {
     const i: i64 = switch (v) {
         .integer => |i| i,
         .float => |f| if (@floor(f) == f and f >= -1e15 and f <= 1e15) @intFromFloat(f) else return fail(diag, "must be an integer", error.WrongType),
@@ -231,57 +266,79 @@ fn array(v: std.json.Value, diag: *Diagnostic) Error![]const std.json.Value {
     return v.array.items;
 }
 
-fn headerList(a: std.mem.Allocator, v: std.json.Value, diag: *Diagnostic) Error![]const []const u8 {
+fn methods(a: std.mem.Allocator, v: std.json.Value, diag: *Diagnostic) Error![]const Method {
     const items = try array(v, diag);
-    const out = try a.alloc([]const u8, items.len);
-    for (items, out) |item, *o| {
+    const out = try a.alloc(Method, items.len);
+    for (items, out, 0..) |item, *m, i| {
         if (item != .string) return fail(diag, "items must be strings", error.WrongType);
-        if (item.string.len == 0) return fail(diag, "items must not be empty", error.OutOfRange);
-        o.* = try std.ascii.allocLowerString(a, item.string);
+        m.* = std.meta.stringToEnum(Method, item.string) orelse return fail(diag, "items must be one of GET HEAD POST PUT PATCH DELETE OPTIONS", error.OutOfRange);
+        for (out[0..i]) |prev| if (prev == m.*) return fail(diag, "items must be unique", error.OutOfRange);
     }
-    if (hasDuplicate(out, true)) return fail(diag, "items must be unique", error.OutOfRange);
     return out;
 }
 
-fn hasDuplicate(items: []const []const u8, ignore_case: bool) bool {
-    for (items, 0..) |x, i| for (items[0..i]) |y| {
-        if (if (ignore_case) std.ascii.eqlIgnoreCase(x, y) else eql(x, y)) return true;
-    };
-    return false;
+fn statuses(a: std.mem.Allocator, v: std.json.Value, diag: *Diagnostic) Error!?[]const u16 {
+    if (v == .string and std.mem.eql(u8, v.string, "all")) return null;
+    if (v != .array) return fail(diag, "must be \"all\" or an array of statuses", error.WrongType);
+    const out = try a.alloc(u16, v.array.items.len);
+    for (v.array.items, out, 0..) |item, *s, i| {
+        s.* = @intCast(try integer(item, 200, 599, diag));
+        if (s.* == 206 or s.* == 304) return fail(diag, "206 and 304 cannot be stored", error.OutOfRange);
+        for (out[0..i]) |prev| if (prev == s.*) return fail(diag, "items must be unique", error.OutOfRange);
+    }
+    return out;
 }
+
+fn headerNames(a: std.mem.Allocator, v: std.json.Value, diag: *Diagnostic) Error![]const []const u8 {
+    const items = try array(v, diag);
+    const out = try a.alloc([]const u8, items.len);
+    for (items, out, 0..) |item, *o, i| {
+        if (item != .string) return fail(diag, "items must be strings", error.WrongType);
+        if (!lowerToken(item.string)) return fail(diag, "items must be lower-case header names (RFC 9110 tokens)", error.OutOfRange);
+        o.* = item.string;
+        for (out[0..i]) |prev| if (std.mem.eql(u8, prev, o.*)) return fail(diag, "items must be unique", error.OutOfRange);
+    }
+    return out;
+}
+
+const t = std.testing;
 
 test "defaults from empty config" {
     var d: Diagnostic = .{};
-    var p = try parse(std.testing.allocator, "", &d);
+    var p = try parse(t.allocator, "", &d);
     defer p.deinit();
-    try std.testing.expectEqual(@as(u32, 200), p.value.lookup_timeout_ms);
-    try std.testing.expect(p.value.lookupMethod("GET"));
-    try std.testing.expect(!p.value.lookupMethod("POST"));
-    var p2 = try parse(std.testing.allocator, "{}", &d);
-    defer p2.deinit();
-    try std.testing.expectEqualStrings("sp_cache_backend", p2.value.backend_cluster);
+    try t.expectEqual(@as(u32, 200), p.value.lookup_timeout_ms);
+    try t.expect(p.value.lookupMethod("GET"));
+    try t.expect(!p.value.lookupMethod("POST"));
+    try t.expect(p.value.cacheableStatus(500));
+    try t.expect(!p.value.cacheableStatus(206));
+    try t.expect(!p.value.cacheableStatus(304));
+    try t.expectEqual(@as(u32, 0), p.value.default_ttl_seconds);
 }
 
 test "every key parses" {
     var d: Diagnostic = .{};
-    var p = try parse(std.testing.allocator,
-        \\{"cache_enabled": false, "backend_cluster": "c", "backend_authority": "a", "public_key": "k",
+    var p = try parse(t.allocator,
+        \\{"cache_enabled": false, "backend_cluster": "c", "backend_authority": "a", "backend_key": "k",
+        \\ "backend_key_env": "K", "signing_key": "0123456789abcdef0123456789abcdef", "signing_key_env": "S_1",
         \\ "service_name": "s", "traffic_direction": "inbound", "lookup_timeout_ms": 50, "store_timeout_ms": 60,
-        \\ "max_request_body_bytes": 0, "max_response_body_bytes": 10, "max_stores_in_flight": 3,
-        \\ "default_ttl_seconds": 0, "lookup_methods": ["POST"], "cacheable_statuses": [200, 204],
-        \\ "vary_headers": ["X-B", "accept"], "redact_headers": ["cookie"], "cache_authorized_requests": true,
-        \\ "store_set_cookie_responses": true, "log_level": "debug"}
+        \\ "max_request_body_bytes": 0, "max_response_body_bytes": 10, "max_buffered_body_bytes": 65536,
+        \\ "max_stores_in_flight": 3, "lookup_methods": ["POST"], "cacheable_statuses": [200, 204],
+        \\ "heuristic_freshness": true, "heuristic_max_seconds": 60, "default_ttl_seconds": 5,
+        \\ "redact_headers": ["cookie"], "cache_authorized_requests": true, "store_set_cookie_responses": true,
+        \\ "inject_traceparent": true, "l1_max_bytes": 0, "hit_for_pass_seconds": 0, "coalesce_timeout_ms": 0,
+        \\ "max_variants": 2, "stale_retention_seconds": 7, "log_level": "debug"}
     , &d);
     defer p.deinit();
     const c = p.value;
-    try std.testing.expect(!c.cache_enabled);
-    try std.testing.expectEqual(Direction.inbound, c.traffic_direction);
-    try std.testing.expectEqual(@as(u32, 3), c.max_stores_in_flight);
-    try std.testing.expect(c.lookupMethod("POST"));
-    try std.testing.expect(c.cacheableStatus(204));
-    try std.testing.expectEqualStrings("accept", c.vary_headers[0]);
-    try std.testing.expectEqualStrings("x-b", c.vary_headers[1]);
-    try std.testing.expectEqual(LogLevel.debug, c.log_level);
+    try t.expect(!c.cache_enabled);
+    try t.expectEqual(Direction.inbound, c.traffic_direction);
+    try t.expectEqual(@as(u32, 3), c.max_stores_in_flight);
+    try t.expect(c.lookupMethod("POST"));
+    try t.expect(c.cacheableStatus(204));
+    try t.expect(!c.cacheableStatus(500));
+    try t.expectEqual(LogLevel.debug, c.log_level);
+    try t.expectEqualStrings("S_1", c.signing_key_env);
 }
 
 test "errors name the key" {
@@ -289,19 +346,28 @@ test "errors name the key" {
         .{ .json = "{\"bogus\": 1}", .key = "bogus", .err = error.UnknownKey },
         .{ .json = "{\"lookup_timeout_ms\": \"200\"}", .key = "lookup_timeout_ms", .err = error.WrongType },
         .{ .json = "{\"lookup_timeout_ms\": 0}", .key = "lookup_timeout_ms", .err = error.OutOfRange },
+        .{ .json = "{\"max_request_body_bytes\": 983041}", .key = "max_request_body_bytes", .err = error.OutOfRange },
+        .{ .json = "{\"max_response_body_bytes\": 8388609}", .key = "max_response_body_bytes", .err = error.OutOfRange },
         .{ .json = "{\"cache_enabled\": 1}", .key = "cache_enabled", .err = error.WrongType },
         .{ .json = "{\"lookup_methods\": [\"GET\", \"GET\"]}", .key = "lookup_methods", .err = error.OutOfRange },
         .{ .json = "{\"lookup_methods\": [\"TRACE\"]}", .key = "lookup_methods", .err = error.OutOfRange },
+        .{ .json = "{\"cacheable_statuses\": [200, 304]}", .key = "cacheable_statuses", .err = error.OutOfRange },
+        .{ .json = "{\"cacheable_statuses\": \"some\"}", .key = "cacheable_statuses", .err = error.WrongType },
         .{ .json = "{\"backend_cluster\": \"\"}", .key = "backend_cluster", .err = error.OutOfRange },
-        .{ .json = "{\"vary_headers\": [\"Cookie\"]}", .key = "vary_headers", .err = error.OutOfRange },
+        .{ .json = "{\"signing_key\": \"short\"}", .key = "signing_key", .err = error.OutOfRange },
+        .{ .json = "{\"signing_key_env\": \"1X\"}", .key = "signing_key_env", .err = error.OutOfRange },
+        .{ .json = "{\"redact_headers\": [\"Cookie\"]}", .key = "redact_headers", .err = error.OutOfRange },
+        .{ .json = "{\"redact_headers\": [\"a\\r\\nb\"]}", .key = "redact_headers", .err = error.OutOfRange },
+        .{ .json = "{\"store_set_cookie_responses\": true}", .key = "store_set_cookie_responses", .err = error.Conflict },
         .{ .json = "{\"max_response_body_bytes\": 1.5}", .key = "max_response_body_bytes", .err = error.WrongType },
+        .{ .json = "{\"traffic_direction\": \"sideways\"}", .key = "traffic_direction", .err = error.OutOfRange },
         .{ .json = "[1]", .key = "", .err = error.NotAnObject },
         .{ .json = "{nope", .key = "", .err = error.InvalidJson },
     };
     for (cases) |case| {
         var d: Diagnostic = .{};
-        try std.testing.expectError(case.err, parse(std.testing.allocator, case.json, &d));
-        try std.testing.expectEqualStrings(case.key, d.key());
-        try std.testing.expect(d.reason.len > 0);
+        try t.expectError(case.err, parse(t.allocator, case.json, &d));
+        try t.expectEqualStrings(case.key, d.key());
+        try t.expect(d.reason.len > 0);
     }
 }

@@ -1,795 +1,465 @@
-//! Request flow: root and stream contexts, the proxy-wasm callbacks, pause/resume. HTTP rules
-//! live in policy.zig, the wire format in protocol.zig, the key in fingerprint.zig.
+//! The request flow: the stream context's callbacks, in the order Envoy calls them, deciding
+//! when to pause, answer, resume or copy. What a cache tier holds and how entries are verified is
+//! session.zig's; what HTTP allows is policy.zig's and http/'s; the backend wire is backend.zig's.
+//!
+//! A cacheable request looks in the L1 first (no callout), then at the key's state (a concurrent
+//! fetch to wait for, or a recent uncacheable answer: hit-for-pass), then asks the backend. A
+//! usable entry is answered with a local reply; a stale one with validators is revalidated with
+//! a conditional request upstream; anything else goes upstream and its response may be stored.
 const std = @import("std");
-const host = @import("hostcalls.zig");
-const config = @import("config.zig");
+const host = @import("sdk/hostcalls.zig");
+const dispatch = @import("sdk/dispatch.zig");
 const headers = @import("headers.zig");
+const config = @import("config.zig");
+const reason = @import("reason.zig");
 const policy = @import("policy.zig");
-const protocol = @import("protocol.zig");
 const fingerprint = @import("fingerprint.zig");
+const entry = @import("entry.zig");
+const session = @import("session.zig");
+const backend = @import("backend.zig");
+const reply = @import("reply.zig");
+const metrics = @import("metrics.zig");
+const log = @import("log.zig");
 const trace = @import("trace.zig");
+const root_mod = @import("root.zig");
+const store = @import("store.zig");
+const l1entries = @import("l1entries.zig");
+const answer = @import("answer.zig");
+const lookup = @import("lookup.zig");
+const cache_control = @import("http/cache_control.zig");
+const conditional = @import("http/conditional.zig");
+const freshness = @import("http/freshness.zig");
+const vary = @import("http/vary.zig");
 
 const Pair = headers.Pair;
+const Reason = reason.Reason;
+const Action = dispatch.Action;
 const gpa = host.gpa;
+const m = &metrics.global;
 
-/// Filter version, sent as the OTLP scope version.
-pub const version = "0.1.0";
+pub const Root = root_mod.Root;
+/// Routes proxy-wasm callbacks to `Root` and `Stream` contexts (main.zig exports them).
+pub const Dispatcher = dispatch.Dispatcher(Root, Stream);
 
-/// Largest request body the filter asks Envoy to hold, whatever `max_request_body_bytes` says:
-/// Envoy's default per_connection_buffer_limit_bytes is 1 MiB and the next chunk must still fit
-/// (exceeding it makes Envoy answer 413).
+/// Largest request body Envoy is asked to hold (below its default 1 MiB connection buffer).
 pub const envoy_hold_limit: u32 = 1024 * 1024 - 64 * 1024;
 
-/// proxy-wasm header/body callback return values.
-pub const Action = enum(u32) {
-    /// FilterHeadersStatus/FilterDataStatus Continue
-    @"continue" = 0,
-    /// headers: StopIteration (with allow_on_headers_stop_iteration); body: StopIterationAndBuffer
-    pause = 1,
-    /// body: StopIterationAndWatermark — buffer, but past the connection's buffer limit push back
-    /// on the client (flow control) instead of answering 413 as StopIterationAndBuffer does
-    /// (Envoy FilterDataStatus; proxy-wasm maps 2 to it in Context::onRequestBody).
-    pause_watermark = 2,
-};
+/// How long (ms) a request paused at its headers may wait for its body's first callback before
+/// the filter concludes that this Envoy does not deliver it (no allow_on_headers_stop_iteration).
+pub const body_wait_ms: u64 = 250;
 
-// ---------------------------------------------------------------- metrics
+/// Set once a paused request never got its body: this worker then never pauses for a body again
+/// (`bypass_request_body`), so no request hangs.
+pub var body_callbacks_unavailable = false;
 
-/// Counters the request flow moves itself; the reason counters come from the policy enums.
-const flow_counters = [_][]const u8{
-    "hit", "miss", "lookup_error", "lookup_timeout", "store_sent", "store_failed", "store_dropped",
-};
+/// One stream in this many has its callbacks timed for the `callback_duration_us` histogram.
+pub const timing_sample: u32 = 16;
+var streams_seen: u32 = 0;
 
-/// Every counter of docs/protocol.md; the tag is the name after `sp_cache.`. Built at compile
-/// time from the flow counters and the policy reasons (`bypass_<reason>`,
-/// `store_skipped_<reason>`), so a new reason in policy.zig is a new counter with nothing to add.
-pub const Counter = blk: {
-    const requests = std.enums.values(policy.RequestDecision);
-    const responses = std.enums.values(policy.ResponseDecision);
-    const n = flow_counters.len + (requests.len - 1) + (responses.len - 1);
-    var names: [n][]const u8 = undefined;
-    var i: usize = 0;
-    for (flow_counters) |name| {
-        names[i] = name;
-        i += 1;
-    }
-    for (requests) |d| if (d != .cacheable) {
-        names[i] = @tagName(d);
-        i += 1;
-    };
-    for (responses) |d| if (d != .storable) {
-        names[i] = "store_skipped_" ++ @tagName(d)["skip_".len..];
-        i += 1;
-    };
-    const Tag = std.math.IntFittingRange(0, n - 1);
-    const final = names;
-    break :blk @Enum(Tag, .exhaustive, &final, &std.simd.iota(Tag, n));
-};
+/// Body bytes this VM holds now (held requests and response copies): `max_buffered_body_bytes`.
+pub var vm_buffered: u64 = 0;
 
-/// The counter of a request decision (null for `cacheable`).
-fn counterOfRequest(d: policy.RequestDecision) ?Counter {
-    return switch (d) {
-        .cacheable => null,
-        inline else => |t| @field(Counter, @tagName(t)),
-    };
-}
+const Phase = enum { start, holding_body, looking_up, waiting, upstream, replied };
 
-/// The counter of a response decision (null for `storable`).
-fn counterOfResponse(d: policy.ResponseDecision) ?Counter {
-    return switch (d) {
-        .storable => null,
-        inline else => |t| @field(Counter, "store_skipped_" ++ @tagName(t)["skip_".len..]),
-    };
-}
-
-const Metrics = struct {
-    defined: bool = false,
-    counters: [std.enums.values(Counter).len]?u32 = @splat(null),
-    buffered: ?u32 = null,
-
-    fn define(m: *Metrics) void {
-        if (m.defined) return;
-        m.defined = true;
-        inline for (comptime std.enums.values(Counter)) |c| {
-            m.counters[@intFromEnum(c)] = host.defineMetric(.counter, "sp_cache." ++ @tagName(c)) catch null;
-        }
-        m.buffered = host.defineMetric(.gauge, "sp_cache.buffered_body_bytes") catch null;
-    }
-
-    fn inc(m: *Metrics, c: Counter) void {
-        if (m.counters[@intFromEnum(c)]) |id| host.incrementMetric(id, 1) catch {};
-    }
-
-    fn addBuffered(m: *Metrics, delta: i64) void {
-        if (delta == 0) return;
-        if (m.buffered) |id| host.incrementMetric(id, delta) catch {};
-    }
-};
-
-var metrics: Metrics = .{};
-
-// ---------------------------------------------------------------- logging
-
-var log_level: config.LogLevel = .info;
-
-fn logf(level: config.LogLevel, comptime fmt: []const u8, args: anytype) void {
-    if (@intFromEnum(level) < @intFromEnum(log_level)) return;
-    var buf: [1024]u8 = undefined;
-    const msg = std.fmt.bufPrint(&buf, "sp-cache: " ++ fmt, args) catch buf[0..];
-    host.log(@enumFromInt(@intFromEnum(level)), msg);
-}
-
-// ---------------------------------------------------------------- contexts
-
-const Root = struct {
-    id: u32,
-    parsed: ?config.Parsed = null,
-    /// Callouts in flight: callout id -> stream context id (0 for a store). The host
-    /// (proxy-wasm-cpp-host) owns every callout by the root context and answers on the root id,
-    /// whichever context dispatched it; so stores survive the stream by construction.
-    callouts: std.AutoHashMapUnmanaged(u32, u32) = .empty,
-    stores_in_flight: u32 = 0,
-
-    fn cfg(r: *Root) ?*const config.Config {
-        return if (r.parsed) |*p| &p.value else null;
-    }
-
-    /// Sends an `extract` span from the root context so the end of the client stream cannot
-    /// cancel it. Never blocks the caller; failures are counted.
-    fn dispatchStore(r: *Root, c: *const config.Config, body: []const u8, stream_id: u32) void {
-        if (r.stores_in_flight >= c.max_stores_in_flight) {
-            metrics.inc(.store_dropped);
-            return;
-        }
-        r.callouts.ensureUnusedCapacity(gpa, 1) catch {
-            metrics.inc(.store_dropped);
-            return;
-        };
-        const map = backendHeaders(c, "/v1/traces") catch {
-            metrics.inc(.store_dropped);
-            return;
-        };
-        defer gpa.free(map);
-        host.setEffectiveContext(r.id) catch |e| {
-            logf(.warn, "store: set_effective_context failed: {s}", .{@errorName(e)});
-            metrics.inc(.store_failed);
-            return;
-        };
-        const id = host.httpCall(c.backend_cluster, map, body, c.store_timeout_ms);
-        host.setEffectiveContext(stream_id) catch {};
-        if (id) |callout| {
-            r.callouts.putAssumeCapacity(callout, 0);
-            r.stores_in_flight += 1;
-            metrics.inc(.store_sent);
-        } else |e| {
-            logf(.warn, "store: http_call to cluster {s} failed: {s}", .{ c.backend_cluster, @errorName(e) });
-            metrics.inc(.store_failed);
-        }
-    }
-
-    fn onStoreResponse(r: *Root, callout: u32, num_headers: u32) void {
-        r.stores_in_flight -|= 1;
-        const ok = num_headers > 0 and blk: {
-            const status = host.getHeaderMapValue(.http_call_response_headers, ":status") catch break :blk false;
-            const s = status orelse break :blk false;
-            defer host.free(s);
-            break :blk std.mem.eql(u8, s, "200") or std.mem.eql(u8, s, "202");
-        };
-        if (!ok) {
-            metrics.inc(.store_failed);
-            logf(.debug, "store callout {d} failed", .{callout});
-        }
-    }
-};
-
-const Phase = enum { start, holding_body, lookup_pending, upstream, replied };
-const Outcome = enum { none, hit, miss, bypass };
-
-const Stream = struct {
+/// One HTTP stream.
+pub const Stream = struct {
     id: u32,
     root: *Root,
     phase: Phase = .start,
-    outcome: Outcome = .none,
-    decision: policy.RequestDecision = .bypass_disabled,
-    /// lookup dispatched (whatever its answer): the response may be stored
-    looked_up: bool = false,
-    store_note: []const u8 = "-",
-
-    req_map: []u8 = &.{},
-    req_pairs: []Pair = &.{},
-    method: []const u8 = "",
-    path: []const u8 = "",
-    authority: []const u8 = "",
-    scheme: []const u8 = "http",
-    session: []const u8 = "",
-    req_body: []u8 = &.{},
-    /// the request body chunks copied so far while holding the request for its lookup
-    req_acc: std.ArrayList(u8) = .empty,
-    /// request body bytes the filter holds (gauge)
-    held_request: u32 = 0,
-
-    trace_id: [16]u8 = undefined,
-    span_id: [8]u8 = undefined,
-    parent_id: ?[8]u8 = null,
-    key: fingerprint.Hex = undefined,
+    reason: ?Reason = null,
+    counted: bool = false,
+    callback_ns: u64 = 0,
+    /// this stream's callbacks are timed (`callback_duration_us`): one stream in `timing_sample`
+    timed: bool = false,
     start_ns: u64 = 0,
 
-    lookup_callout: u32 = 0,
+    req_map: []u8 = &.{},
+    req: []Pair = &.{},
+    method: []const u8 = "",
+    scheme: []const u8 = "http",
+    authority: []const u8 = "",
+    path: []const u8 = "",
+    body: std.ArrayList(u8) = .empty,
+    /// the fingerprint (the primary cache key), computed on first use: `keyHex`
+    key: fingerprint.Hex = undefined,
+    key_ready: bool = false,
+    /// the request was looked up (so its response may be stored)
+    keyed: bool = false,
+    /// the L1 key material (`fingerprint.material`): a slice of `material_buf` or of `key`
+    material: []const u8 = "",
+    material_buf: [512]u8 = undefined,
+    dirs: cache_control.RequestDirectives = .{},
+    trace_id: [16]u8 = @splat(0),
+    parent_span: ?[8]u8 = null,
+    trace_ready: bool = false,
+    /// Unix ms the request went upstream (RFC 9111 §4.2.3 request_time)
+    request_time_ms: u64 = 0,
+
+    found: ?session.Found = null,
+    chosen: ?*const entry.Entry = null,
+    judged: ?freshness.Evaluation = null,
+    revalidating: bool = false,
+    waited: bool = false,
+    hold_since_ms: u64 = 0,
+    body_seen: bool = false,
+    wait_deadline_ms: u64 = 0,
+    lookup_token: u32 = 0,
     lookup_start_ns: u64 = 0,
+    /// may this exchange's response be stored (a cacheable request)
+    may_store: bool = false,
+    fill_owner: bool = false,
 
-    storing: bool = false,
-    resp_status: u32 = 0,
-    resp_map: []u8 = &.{},
-    resp_pairs: []Pair = &.{},
-    resp_body: std.ArrayList(u8) = .empty,
-    ttl: u32 = 0,
+    /// headers Envoy drops from a local reply, restored when it passes our response callbacks
+    fix_content_type: []u8 = &.{},
+    fix_length: ?usize = null,
 
-    fn deinit(s: *Stream) void {
-        s.dropResponseBody();
-        s.releaseRequestBody();
-        gpa.free(s.req_pairs);
+    capture: store.Capture = .{},
+
+    pub fn init(s: *Stream, id: u32, r: *Root) void {
+        s.* = .{ .id = id, .root = r };
+        streams_seen +%= 1;
+        s.timed = streams_seen % timing_sample == 0;
+    }
+
+    pub fn deinit(s: *Stream) void {
+        s.releaseBody();
+        s.capture.deinit();
+        if (s.found) |*f| f.deinit();
+        gpa.free(s.req);
         host.free(s.req_map);
-        gpa.free(s.resp_pairs);
-        host.free(s.resp_map);
-        if (s.req_body.len > 0) gpa.free(s.req_body);
-        s.req_pairs = &.{};
-        s.req_map = &.{};
-        s.resp_pairs = &.{};
-        s.resp_map = &.{};
-        s.req_body = &.{};
+        host.free(s.fix_content_type);
     }
 
-    fn setHeld(s: *Stream, n: u32) void {
-        metrics.addBuffered(@as(i64, n) - @as(i64, s.held_request));
-        s.held_request = n;
+    /// The request's fingerprint (docs/protocol.md), computed once, on first use: an L1 hit of a
+    /// bodiless request never needs it.
+    pub fn keyHex(s: *Stream) *const fingerprint.Hex {
+        if (!s.key_ready) {
+            s.key = fingerprint.compute(s.method, s.scheme, s.authority, s.path, s.body.items);
+            s.key_ready = true;
+        }
+        return &s.key;
     }
 
-    fn dropResponseBody(s: *Stream) void {
-        metrics.addBuffered(-@as(i64, @intCast(s.resp_body.items.len)));
-        s.resp_body.deinit(gpa);
-        s.resp_body = .empty;
-        s.storing = false;
+    pub fn cfg(s: *Stream) ?*const config.Config {
+        return s.root.cfg();
     }
 
-    fn bypass(s: *Stream, d: policy.RequestDecision) void {
-        s.decision = d;
-        s.outcome = .bypass;
-        s.phase = .upstream;
-        if (counterOfRequest(d)) |c| metrics.inc(c);
+    /// The host clock for callback timing, read only on timed streams (a host call per callback
+    /// end and start is a cost every request would otherwise pay).
+    fn clock(s: *Stream) u64 {
+        return if (s.timed) host.nowNanos() else 0;
     }
 
-    // ------------------------------------------------------------ request path
+    fn spent(s: *Stream, t0: u64) void {
+        if (s.timed) s.callback_ns += host.nowNanos() -| t0;
+    }
 
-    fn onRequestHeaders(s: *Stream, end_of_stream: bool) Action {
-        const c = s.root.cfg() orelse return .@"continue";
-        s.start_ns = host.nowNanos();
+    /// Sets the request's reason (the last one set is counted, once, at the end).
+    pub fn decide(s: *Stream, r: Reason) void {
+        s.reason = r;
+    }
+
+    // ---------------------------------------------------------------- request path
+
+    pub fn onRequestHeaders(s: *Stream, end_of_stream: bool) Action {
+        const t0 = s.clock();
+        defer s.spent(t0);
+        s.start_ns = t0;
+        const c = s.cfg() orelse return .@"continue";
         if (!c.cache_enabled) {
-            s.bypass(.bypass_disabled);
+            s.decide(.bypass_disabled);
             return .@"continue";
         }
-        s.req_map = host.getHeaderMapPairs(.http_request_headers) catch |e| {
-            logf(.warn, "cannot read request headers: {s}", .{@errorName(e)});
-            s.outcome = .miss;
-            s.phase = .upstream;
-            metrics.inc(.lookup_error);
+        s.readRequest() catch {
+            s.decide(.bypass_header_error);
             return .@"continue";
         };
-        s.req_pairs = headers.decodeMap(gpa, s.req_map) catch {
-            s.outcome = .miss;
-            s.phase = .upstream;
-            metrics.inc(.lookup_error);
-            return .@"continue";
-        };
-        s.method = headers.get(s.req_pairs, ":method") orelse "";
-        s.path = headers.get(s.req_pairs, ":path") orelse "";
-        s.authority = headers.get(s.req_pairs, ":authority") orelse headers.get(s.req_pairs, "host") orelse "";
-        s.scheme = headers.get(s.req_pairs, ":scheme") orelse "http";
-        s.session = headers.get(s.req_pairs, "x-sp-session-id") orelse "";
-        s.setupTrace();
-
-        const d = policy.requestCacheability(c, s.method, s.req_pairs);
-        if (d != .cacheable) {
-            s.bypass(d);
+        if (c.inject_traceparent and headers.get(s.req, "traceparent") == null) s.injectTraceparent();
+        if (policy.requestBypass(c, s.method, s.req)) |r| {
+            s.decide(r);
             return .@"continue";
         }
-        s.decision = .cacheable;
-        if (end_of_stream) return if (s.startLookup(c)) .pause else .@"continue";
-        s.phase = .holding_body;
-        return .pause; // a real StopIteration thanks to allow_on_headers_stop_iteration
+        if (!end_of_stream) {
+            // a GET or HEAD with a body is not held: under Istio's WasmPlugin (no
+            // allow_on_headers_stop_iteration) a pause here would hang the request
+            if (policy.bodiless(s.method) or body_callbacks_unavailable) {
+                s.decide(.bypass_request_body);
+                return .@"continue";
+            }
+            if (!s.root.addHolder(s.id)) {
+                s.decide(.bypass_request_body);
+                return .@"continue";
+            }
+            s.phase = .holding_body;
+            s.hold_since_ms = host.nowMs();
+            return .pause;
+        }
+        return s.beginLookup(c);
     }
 
-    fn setupTrace(s: *Stream) void {
-        host.randomBytes(&s.span_id);
-        if (headers.get(s.req_pairs, "traceparent")) |tp_value| {
-            if (trace.parse(tp_value)) |tp| {
-                s.trace_id = tp.trace_id;
-                s.parent_id = tp.parent_id;
-                return;
-            }
-            host.randomBytes(&s.trace_id);
-            return; // present but invalid: leave the client's header alone
-        }
-        host.randomBytes(&s.trace_id);
-        const tp = trace.format(s.trace_id, s.span_id, 1);
+    fn readRequest(s: *Stream) !void {
+        s.req_map = try host.getHeaderMapPairs(.http_request_headers);
+        s.req = try headers.decodeMap(gpa, s.req_map);
+        s.method = headers.get(s.req, ":method") orelse "";
+        s.path = headers.get(s.req, ":path") orelse "";
+        s.authority = headers.get(s.req, ":authority") orelse headers.get(s.req, "host") orelse "";
+        s.scheme = headers.get(s.req, ":scheme") orelse "http";
+    }
+
+    /// The trace the request's spans join (docs/protocol.md), found on first use: a hit sends no
+    /// span.
+    fn ensureTrace(s: *Stream) void {
+        if (s.trace_ready) return;
+        s.trace_ready = true;
+        const tr = backend.traceOf(s.req);
+        s.trace_id = tr.trace_id;
+        s.parent_span = tr.parent;
+    }
+
+    fn injectTraceparent(s: *Stream) void {
+        s.ensureTrace();
+        var span: [8]u8 = undefined;
+        host.randomBytes(&span);
+        const tp = trace.format(s.trace_id, span, 1);
         host.addHeaderMapValue(.http_request_headers, "traceparent", &tp) catch {};
     }
 
-    /// Holds a request body for its lookup. Envoy hands each chunk on its own (the body
-    /// callbacks answer StopIterationAndWatermark, not StopIterationAndBuffer, so the body is the
-    /// current chunk only), so the filter keeps its own copy of the chunks until the end of stream.
-    fn onRequestBody(s: *Stream, len: u32, end_of_stream: bool) Action {
+    /// Holds a request body for its lookup (methods with a body in lookup_methods): Envoy hands
+    /// each chunk on its own (StopIterationAndWatermark), so the filter keeps its own copy.
+    pub fn onRequestBody(s: *Stream, len: u32, end_of_stream: bool) Action {
+        const t0 = s.clock();
+        defer s.spent(t0);
         if (s.phase != .holding_body) return .@"continue";
-        const c = s.root.cfg() orelse return .@"continue";
-        const total = @as(u64, s.req_acc.items.len) + len;
-        if (total > @min(c.max_request_body_bytes, envoy_hold_limit)) {
-            s.releaseRequestBody();
-            s.bypass(.bypass_request_too_large);
-            return .@"continue"; // releases the held headers and every held chunk
-        }
+        s.body_seen = true;
+        const c = s.cfg() orelse return .@"continue";
+        const total = @as(u64, s.body.items.len) + len;
+        if (total > @min(c.max_request_body_bytes, envoy_hold_limit)) return s.stopHolding(.bypass_request_too_large);
+        if (vm_buffered + len > c.max_buffered_body_bytes) return s.stopHolding(.bypass_buffer_budget);
         if (len > 0) {
-            const chunk = host.getBufferBytes(.http_request_body, 0, len) catch |e| {
-                logf(.warn, "cannot read request body: {s}", .{@errorName(e)});
-                return s.failRequestBody();
-            };
+            const chunk = host.getBufferBytes(.http_request_body, 0, len) catch return s.stopHolding(.bypass_header_error);
             defer host.free(chunk);
-            s.req_acc.appendSlice(gpa, chunk) catch return s.failRequestBody();
-            s.setHeld(@intCast(s.req_acc.items.len));
+            s.body.appendSlice(gpa, chunk) catch return s.stopHolding(.bypass_buffer_budget);
+            holdBytes(@intCast(chunk.len));
         }
-        // StopIterationAndWatermark: a single read can carry up to the whole connection buffer
-        // limit, so no headroom below it prevents an overflow; with StopIterationAndBuffer Envoy
-        // would answer 413 there, with the watermark it pushes back on the client instead.
         if (!end_of_stream) return .pause_watermark;
-        s.req_body = s.req_acc.toOwnedSlice(gpa) catch return s.failRequestBody();
-        return if (s.startLookup(c)) .pause_watermark else .@"continue";
+        return switch (s.beginLookup(c)) {
+            .@"continue" => .@"continue",
+            else => .pause_watermark,
+        };
     }
 
-    /// Frees the filter's copy of the request body (Envoy still holds and forwards the bytes).
-    fn releaseRequestBody(s: *Stream) void {
-        s.req_acc.deinit(gpa);
-        s.req_acc = .empty;
-        s.setHeld(0);
-    }
-
-    /// The body could not be copied: no lookup, the request goes upstream untouched (fail open).
-    fn failRequestBody(s: *Stream) Action {
-        s.releaseRequestBody();
-        metrics.inc(.lookup_error);
-        s.outcome = .miss;
+    fn stopHolding(s: *Stream, r: Reason) Action {
+        s.releaseBody();
+        s.decide(r);
         s.phase = .upstream;
-        return .@"continue";
+        return .@"continue"; // releases the held headers and every held chunk
     }
 
-    fn onRequestTrailers(s: *Stream) Action {
+    fn releaseBody(s: *Stream) void {
+        holdBytes(-@as(i64, @intCast(s.body.items.len)));
+        s.body.deinit(gpa);
+        s.body = .empty;
+    }
+
+    /// Called by the root's tick while this stream holds its headers for a body: false once it
+    /// no longer needs checking. A body that never started within `body_wait_ms` means Envoy
+    /// does not deliver it here: release the request (fail open) and stop pausing on this worker.
+    pub fn checkHold(s: *Stream) bool {
+        if (s.phase != .holding_body or s.body_seen) return false;
+        if (host.nowMs() -| s.hold_since_ms < body_wait_ms) return true;
+        if (!body_callbacks_unavailable) log.warn("a request paused for its body got no body callback in {d} ms: this Envoy does not set allow_on_headers_stop_iteration (Istio's WasmPlugin cannot); requests with a body are no longer looked up on this worker", .{body_wait_ms});
+        body_callbacks_unavailable = true;
+        s.decide(.bypass_request_body);
+        s.phase = .upstream;
+        host.continueStream(.request) catch |e| log.warn("continue_stream failed: {s}", .{@errorName(e)});
+        return false;
+    }
+
+    pub fn onRequestTrailers(s: *Stream) Action {
         if (s.phase != .holding_body) return .@"continue";
-        // the body ended with trailers (rare outside gRPC): not looked up, the body goes on as is
-        s.releaseRequestBody();
-        s.bypass(.bypass_method);
+        return s.stopHolding(.bypass_trailers);
+    }
+
+    /// Looks the request up: L1, key state, backend. Returns what the headers (or last body)
+    /// callback returns.
+    fn beginLookup(s: *Stream, c: *const config.Config) Action {
+        s.keyed = true;
+        s.material = fingerprint.material(&s.material_buf, s.method, s.scheme, s.authority, s.path, s.body.items.len > 0, null) orelse
+            fingerprint.material(&s.material_buf, s.method, s.scheme, s.authority, s.path, true, s.keyHex()).?;
+        s.may_store = true;
+        s.dirs = cache_control.RequestDirectives.parse(s.req);
+        s.found = l1entries.read(&s.root.l1, s.material);
+        if (answer.fastHit(s, c)) return .pause;
+        switch (answer.judgeFound(s, c, .l1_hit)) {
+            .replied => return .pause,
+            .upstream => return s.toUpstream(),
+            .none => {},
+        }
+        if (s.reason == .encoding_mismatch) return s.toUpstream();
+        if (s.dirs.only_if_cached) {
+            // RFC 9111 §5.2.1.7: a stored response or 504, never the origin; the backend may hold it
+            if (lookup.startBackendLookup(s, c)) return .pause;
+            return if (answer.gatewayTimeout(s)) .pause else s.toUpstream();
+        }
+        const coalesce = c.coalesce_timeout_ms > 0 and c.l1_max_bytes > 0 and !std.mem.eql(u8, s.method, "HEAD");
+        const now = host.nowMs();
+        const mark = s.root.ks.read(s.keyHex(), now);
+        if (mark.state) |state| switch (state) {
+            .pass => {
+                s.decide(.hit_for_pass);
+                return s.toUpstream();
+            },
+            .filling => if (coalesce) {
+                if (lookup.startWaiting(s, c, mark.until_ms)) return .pause;
+            },
+            .stored => {},
+        };
+        if (coalesce and mark.state != .filling) {
+            s.fill_owner = s.root.ks.claim(&mark, s.keyHex(), now + c.coalesce_timeout_ms);
+        }
+        if (lookup.startBackendLookup(s, c)) return .pause;
+        return s.toUpstream();
+    }
+
+    pub fn toUpstream(s: *Stream) Action {
+        s.phase = .upstream;
+        s.request_time_ms = host.nowMs();
+        if (s.reason == null) s.decide(.not_found);
         return .@"continue";
     }
 
-    /// Dispatches the lookup; false (and counted) when it could not be sent.
-    fn startLookup(s: *Stream, c: *const config.Config) bool {
-        s.key = fingerprint.compute(s.method, s.authority, s.path, s.req_pairs, c.vary_headers, s.req_body);
-        const ok = s.sendLookup(c) catch |e| blk: {
-            logf(.warn, "lookup: http_call to cluster {s} failed: {s}", .{ c.backend_cluster, @errorName(e) });
-            break :blk false;
-        };
-        if (!ok) {
-            metrics.inc(.lookup_error);
-            s.outcome = .miss;
-            s.looked_up = true;
-            s.phase = .upstream;
-            s.setHeld(0);
-            return false;
-        }
-        return true;
+    /// Resumes a paused request towards the upstream (fail open).
+    pub fn resumeUpstream(s: *Stream) void {
+        if (s.dirs.only_if_cached and answer.gatewayTimeout(s)) return; // never the origin (§5.2.1.7)
+        _ = s.toUpstream();
+        host.continueStream(.request) catch |e| log.warn("continue_stream failed: {s}", .{@errorName(e)});
     }
 
-    fn sendLookup(s: *Stream, c: *const config.Config) !bool {
-        var arena = std.heap.ArenaAllocator.init(gpa);
-        defer arena.deinit();
-        const a = arena.allocator();
-        var attrs: std.ArrayList(protocol.Attr) = .empty;
-        try s.requestAttrs(a, &attrs, c, "inject");
-        const span = try s.encodeSpan(a, c, attrs.items);
-        const map = try backendHeaders(c, "/v1/inject");
-        defer gpa.free(map);
-        try s.root.callouts.ensureUnusedCapacity(gpa, 1);
-        s.lookup_start_ns = host.nowNanos();
-        s.lookup_callout = try host.httpCall(c.backend_cluster, map, span, c.lookup_timeout_ms);
-        s.root.callouts.putAssumeCapacity(s.lookup_callout, s.id);
-        s.phase = .lookup_pending;
-        s.looked_up = true;
-        return true;
-    }
-
-    fn encodeSpan(s: *Stream, a: std.mem.Allocator, c: *const config.Config, attrs: []const protocol.Attr) ![]u8 {
-        const span: protocol.Span = .{
-            .service_name = c.service_name,
-            .scope_version = version,
+    pub fn exchange(s: *Stream, c: *const config.Config, method: []const u8, key: []const u8, body: []const u8) backend.Exchange {
+        s.ensureTrace();
+        if (s.start_ns == 0) s.start_ns = host.nowNanos();
+        return .{
+            .cfg = c,
+            .method = method,
+            .scheme = s.scheme,
+            .authority = s.authority,
+            .path = s.path,
+            .request = s.req,
+            .body = body,
+            .key = key,
             .trace_id = s.trace_id,
-            .span_id = s.span_id,
-            .parent_span_id = s.parent_id,
-            .name = s.path,
-            .start_time_unix_nano = s.start_ns,
-            .end_time_unix_nano = @max(s.start_ns, host.nowNanos()),
-            .attrs = attrs,
-        };
-        return protocol.encode(a, &span);
-    }
-
-    fn requestAttrs(s: *Stream, a: std.mem.Allocator, attrs: *std.ArrayList(protocol.Attr), c: *const config.Config, span_type: []const u8) !void {
-        try attrs.appendSlice(a, &.{
-            .{ .key = "sp.span.type", .value = .{ .string = span_type } },
-            .{ .key = "http.request.method", .value = .{ .string = s.method } },
-            .{ .key = "url.scheme", .value = .{ .string = s.scheme } },
-            .{ .key = "url.path", .value = .{ .string = s.path } },
-            .{ .key = "server.address", .value = .{ .string = s.authority } },
-            .{ .key = "sp.service.name", .value = .{ .string = c.service_name } },
-            .{ .key = "sp.traffic.direction", .value = .{ .string = @tagName(c.traffic_direction) } },
-            .{ .key = "sp.session.id", .value = .{ .string = s.session } },
-            .{ .key = "sp.cache.key", .value = .{ .string = &s.key } },
-            .{ .key = "sp.cache.vary", .value = .{ .strings = c.vary_headers } },
-        });
-        if (s.req_body.len > 0) try attrs.append(a, .{ .key = "http.request.body", .value = .{ .bytes = s.req_body } });
-        try headerAttrs(a, attrs, "http.request.header.", s.req_pairs, c);
-    }
-
-    // ------------------------------------------------------------ lookup answer
-
-    fn onLookupResponse(s: *Stream, callout: u32, num_headers: u32, body_size: u32) void {
-        if (s.phase != .lookup_pending or callout != s.lookup_callout) {
-            logf(.debug, "ignoring callout {d} (phase {s}, lookup callout {d})", .{ callout, @tagName(s.phase), s.lookup_callout });
-            return;
-        }
-        const c = s.root.cfg() orelse return s.resume_();
-        // Envoy answers a callout timeout either with zero headers or with its own 504
-        const elapsed_ms = (host.nowNanos() -| s.lookup_start_ns) / std.time.ns_per_ms;
-        const timed_out = elapsed_ms + 5 >= c.lookup_timeout_ms;
-        if (num_headers == 0) {
-            metrics.inc(if (timed_out) .lookup_timeout else .lookup_error);
-            return s.resume_();
-        }
-        const status = (host.getHeaderMapValue(.http_call_response_headers, ":status") catch null) orelse {
-            metrics.inc(.lookup_error);
-            return s.resume_();
-        };
-        defer host.free(status);
-        if (std.mem.eql(u8, status, "404")) {
-            metrics.inc(.miss);
-            return s.resume_();
-        }
-        if (!std.mem.eql(u8, status, "200") or body_size == 0) {
-            logf(.debug, "lookup answered {s} with {d} bytes", .{ status, body_size });
-            metrics.inc(if (timed_out and std.mem.eql(u8, status, "504")) .lookup_timeout else .lookup_error);
-            return s.resume_();
-        }
-        const body = host.getBufferBytes(.http_call_response_body, 0, body_size) catch {
-            metrics.inc(.lookup_error);
-            return s.resume_();
-        };
-        defer host.free(body);
-        var hit = protocol.decodeHit(gpa, body) catch |e| {
-            logf(.warn, "undecodable lookup answer ({d} bytes): {s}", .{ body.len, @errorName(e) });
-            metrics.inc(.lookup_error);
-            return s.resume_();
-        };
-        defer hit.deinit(gpa);
-        s.replyHit(&hit) catch |e| {
-            logf(.warn, "cannot send the cached reply: {s}", .{@errorName(e)});
-            if (s.phase == .replied) return; // the host took it
-            metrics.inc(.lookup_error);
-            return s.resume_();
+            .parent_span_id = s.parent_span,
+            .start_ns = s.start_ns,
         };
     }
 
-    /// Continues upstream after a miss (fail open).
-    fn resume_(s: *Stream) void {
-        s.outcome = .miss;
-        s.phase = .upstream;
-        host.continueStream(.request) catch |e| logf(.warn, "continue_stream failed: {s}", .{@errorName(e)});
+    /// The backend's answer to this stream's lookup (lookup.zig).
+    pub fn onCalloutResponse(s: *Stream, token: u32, num_headers: u32, body_size: u32) void {
+        const t0 = s.clock();
+        defer s.spent(t0);
+        lookup.onAnswer(s, token, num_headers, body_size);
     }
 
-    fn replyHit(s: *Stream, hit: *const protocol.Hit) !void {
-        var list: std.ArrayList(Pair) = .empty;
-        defer list.deinit(gpa);
-        for (hit.headers) |h| {
-            if (h.name.len == 0 or h.name[0] == ':' or headers.isHopByHop(h.name) or
-                std.ascii.eqlIgnoreCase(h.name, "content-length") or std.ascii.eqlIgnoreCase(h.name, "age") or
-                std.ascii.eqlIgnoreCase(h.name, "x-sp-cache")) continue;
-            try list.append(gpa, h);
+    /// A waiting stream looks again (lookup.zig); called by its root in this stream's context.
+    pub fn recheck(s: *Stream) void {
+        lookup.recheck(s);
+    }
+
+    // ---------------------------------------------------------------- response path
+
+    pub fn onResponseHeaders(s: *Stream, end_of_stream: bool) Action {
+        const t0 = s.clock();
+        defer s.spent(t0);
+        if (s.phase == .replied) {
+            s.restoreDropped();
+            return .@"continue"; // our own local reply: never stored
         }
-        var age_buf: [20]u8 = undefined;
-        const age = std.fmt.bufPrint(&age_buf, "{d}", .{hit.age_seconds}) catch "0";
-        try list.append(gpa, .{ .name = "age", .value = age });
-        try list.append(gpa, .{ .name = "x-sp-cache", .value = "HIT" });
-        const map = try headers.encodeMap(gpa, list.items);
-        defer gpa.free(map);
-        // set before the call: the local reply re-enters our response callbacks synchronously
-        s.phase = .replied;
-        s.outcome = .hit;
-        s.setHeld(0);
-        host.sendLocalResponse(hit.status, "sp_cache_hit", hit.body, map) catch |e| {
-            s.phase = .lookup_pending;
-            s.outcome = .none;
-            return e;
+        const c = s.cfg() orelse return .@"continue";
+        host.removeHeaderMapValue(.http_response_headers, "x-sp-cache") catch {};
+        if (s.method.len > 0) switch (store.onUpstreamHeaders(s, c, end_of_stream)) {
+            .replied => return .pause,
+            .rewritten => return .@"continue",
+            .upstream => {},
         };
-        metrics.inc(.hit);
-    }
-
-    // ------------------------------------------------------------ response path
-
-    fn onResponseHeaders(s: *Stream, end_of_stream: bool) Action {
-        if (s.phase == .replied) return .@"continue"; // our own local reply: never store it
-        const c = s.root.cfg() orelse return .@"continue";
-        s.phase = .upstream;
-        s.setHeld(0);
-        if (s.outcome == .none and s.decision == .cacheable) s.outcome = .miss;
-        const value: []const u8 = if (s.outcome == .miss) "MISS" else "BYPASS";
-        if (!c.cache_enabled) {
-            host.addHeaderMapValue(.http_response_headers, "x-sp-cache", value) catch {};
-            return .@"continue";
-        }
-        const d = s.responseDecision(c);
-        host.addHeaderMapValue(.http_response_headers, "x-sp-cache", value) catch {};
-        if (counterOfResponse(d)) |counter| {
-            metrics.inc(counter);
-            s.store_note = @tagName(d);
-            return .@"continue";
-        }
-        if (end_of_stream) {
-            s.finishStore(c);
-        } else {
-            s.storing = true;
-        }
+        host.addHeaderMapValue(.http_response_headers, "x-sp-cache", (s.reason orelse Reason.not_found).header()) catch {};
         return .@"continue";
     }
 
-    fn responseDecision(s: *Stream, c: *const config.Config) policy.ResponseDecision {
-        if (!s.looked_up or s.decision != .cacheable) return .skip_not_looked_up;
-        s.resp_map = host.getHeaderMapPairs(.http_response_headers) catch return .skip_status;
-        s.resp_pairs = headers.decodeMap(gpa, s.resp_map) catch return .skip_status;
-        const status_text = headers.get(s.resp_pairs, ":status") orelse return .skip_status;
-        s.resp_status = std.fmt.parseInt(u32, status_text, 10) catch return .skip_status;
-        const now_s: i64 = @intCast(host.nowNanos() / std.time.ns_per_s);
-        const d = policy.responseStorability(c, s.method, s.req_pairs, s.resp_status, s.resp_pairs, now_s);
-        if (d != .storable) return d;
-        if (headers.get(s.resp_pairs, "content-length")) |cl| {
-            const n = std.fmt.parseInt(u64, cl, 10) catch 0;
-            if (n > c.max_response_body_bytes) return .skip_response_too_large;
+    fn restoreDropped(s: *Stream) void {
+        if (s.fix_content_type.len > 0) host.replaceHeaderMapValue(.http_response_headers, "content-type", s.fix_content_type) catch {};
+        if (s.fix_length) |n| {
+            var buf: [20]u8 = undefined;
+            const v = std.fmt.bufPrint(&buf, "{d}", .{n}) catch return;
+            host.replaceHeaderMapValue(.http_response_headers, "content-length", v) catch {};
         }
-        s.ttl = policy.freshnessLifetime(s.resp_pairs, c.default_ttl_seconds, now_s);
-        return .storable;
     }
 
-    fn onResponseBody(s: *Stream, len: u32, end_of_stream: bool) Action {
-        if (!s.storing) return .@"continue";
-        const c = s.root.cfg() orelse return .@"continue";
-        if (s.resp_body.items.len + len > c.max_response_body_bytes) {
-            s.dropResponseBody();
-            metrics.inc(.store_skipped_response_too_large);
-            s.store_note = "skip_response_too_large";
+    pub fn onResponseBody(s: *Stream, len: u32, end_of_stream: bool) Action {
+        const t0 = s.clock();
+        defer s.spent(t0);
+        if (s.capture.replacing) {
+            store.replaceChunk(s, len);
             return .@"continue";
         }
-        if (len > 0) {
-            const chunk = host.getBufferBytes(.http_response_body, 0, len) catch |e| {
-                logf(.warn, "cannot read response body: {s}", .{@errorName(e)});
-                s.dropResponseBody();
-                metrics.inc(.store_failed);
-                return .@"continue";
-            };
-            defer host.free(chunk);
-            s.resp_body.appendSlice(gpa, chunk) catch {
-                s.dropResponseBody();
-                metrics.inc(.store_dropped);
-                return .@"continue";
-            };
-            metrics.addBuffered(@intCast(chunk.len));
-        }
-        if (end_of_stream) s.finishStore(c);
+        if (!s.capture.active) return .@"continue";
+        const c = s.cfg() orelse return .@"continue";
+        store.onBody(s, c, len, end_of_stream);
         return .@"continue"; // never hold the response in Envoy
     }
 
-    fn onResponseTrailers(s: *Stream) Action {
-        if (s.storing) if (s.root.cfg()) |c| s.finishStore(c);
+    pub fn onResponseTrailers(s: *Stream) Action {
+        if (s.capture.active) if (s.cfg()) |c| store.finish(s, c);
         return .@"continue";
     }
 
-    fn finishStore(s: *Stream, c: *const config.Config) void {
-        defer s.dropResponseBody();
-        const body = s.encodeStore(c) catch {
-            metrics.inc(.store_dropped);
-            s.store_note = "dropped_oom";
-            return;
-        };
-        defer gpa.free(body);
-        s.store_note = "sent";
-        s.root.dispatchStore(c, body, s.id);
+    // ---------------------------------------------------------------- end
+
+    pub fn onLog(s: *Stream) void {
+        s.count();
+        if (log.enabled(.debug) and s.method.len > 0) {
+            log.debug("{s} {s}{s} {s} reason={s} key={s}", .{
+                s.method,                               s.authority,
+                s.path,                                 if (s.reason) |r| r.header() else "-",
+                if (s.reason) |r| r.word() else "none", if (s.key_ready) s.key[0..16] else "-",
+            });
+        }
     }
 
-    fn encodeStore(s: *Stream, c: *const config.Config) ![]u8 {
-        var arena = std.heap.ArenaAllocator.init(gpa);
-        defer arena.deinit();
-        const a = arena.allocator();
-        var attrs: std.ArrayList(protocol.Attr) = .empty;
-        try s.requestAttrs(a, &attrs, c, "extract");
-        try attrs.append(a, .{ .key = "http.response.status_code", .value = .{ .int = s.resp_status } });
-        try attrs.append(a, .{ .key = "sp.cache.ttl_seconds", .value = .{ .int = s.ttl } });
-        if (s.resp_body.items.len > 0) try attrs.append(a, .{ .key = "http.response.body", .value = .{ .bytes = s.resp_body.items } });
-        try headerAttrs(a, &attrs, "http.response.header.", s.resp_pairs, c);
-        const span = try s.encodeSpan(a, c, attrs.items);
-        return gpa.dupe(u8, span);
+    fn count(s: *Stream) void {
+        if (s.counted) return;
+        s.counted = true;
+        if (s.reason) |r| m.count(r);
+        if (s.timed and s.start_ns != 0) m.callbackDuration(s.callback_ns / std.time.ns_per_us);
     }
 
-    fn logLine(s: *Stream) void {
-        if (@intFromEnum(config.LogLevel.debug) < @intFromEnum(log_level)) return;
-        if (s.method.len == 0) return;
-        const outcome = switch (s.outcome) {
-            .hit => "HIT",
-            .miss => "MISS",
-            .bypass, .none => "BYPASS",
-        };
-        logf(.debug, "{s} {s}{s} {s} reason={s} store={s} status={d} key={s}", .{
-            s.method,                                              s.authority,   s.path, outcome,
-            @tagName(s.decision),                                  s.store_note,  s.resp_status,
-            if (s.decision == .cacheable) s.key[0..16] else "-",
-        });
+    pub fn onDone(s: *Stream) void {
+        s.count();
+        if (s.phase == .waiting) s.root.removeWaiter(s.id);
+        s.phase = .replied; // a late lookup answer or wake finds nothing to do
+        s.releaseBody();
+        s.capture.drop();
+        s.releaseFill();
+    }
+
+    /// Gives up this stream's `filling` mark (if it holds one) and wakes this worker's waiters.
+    pub fn releaseFill(s: *Stream) void {
+        if (!s.fill_owner) return;
+        s.fill_owner = false;
+        s.root.ks.abandon(s.keyHex(), host.nowMs());
+        s.root.wake(s.keyHex());
     }
 };
 
-/// Groups headers by name (first-occurrence order) into string-array attributes, skipping
-/// pseudo-headers, hop-by-hop, redacted and Envoy-internal headers.
-fn headerAttrs(a: std.mem.Allocator, attrs: *std.ArrayList(protocol.Attr), prefix: []const u8, pairs: []const Pair, c: *const config.Config) !void {
-    for (pairs, 0..) |p, i| {
-        if (p.name.len == 0 or p.name[0] == ':' or c.redacted(p.name) or headers.isHopByHop(p.name) or
-            std.mem.startsWith(u8, p.name, "x-envoy-") or std.ascii.eqlIgnoreCase(p.name, "x-sp-cache")) continue;
-        var seen = false;
-        for (pairs[0..i]) |q| if (std.ascii.eqlIgnoreCase(p.name, q.name)) {
-            seen = true;
-            break;
-        };
-        if (seen) continue;
-        const n = headers.count(pairs[i..], p.name);
-        const values = try a.alloc([]const u8, n);
-        var k: usize = 0;
-        for (pairs[i..]) |q| if (std.ascii.eqlIgnoreCase(p.name, q.name)) {
-            values[k] = q.value;
-            k += 1;
-        };
-        const name = try std.ascii.allocLowerString(a, p.name);
-        try attrs.append(a, .{ .prefix = prefix, .key = name, .value = .{ .strings = values } });
-    }
+/// Moves the VM's buffered-bytes total and its gauge by `delta` bytes.
+pub fn holdBytes(delta: i64) void {
+    if (delta == 0) return;
+    vm_buffered = if (delta < 0) vm_buffered -| @as(u64, @intCast(-delta)) else vm_buffered + @as(u64, @intCast(delta));
+    m.addBuffered(delta);
 }
 
-/// Serialized header map for a backend call.
-fn backendHeaders(c: *const config.Config, path: []const u8) ![]u8 {
-    var pairs: [5]Pair = .{
-        .{ .name = ":method", .value = "POST" },
-        .{ .name = ":path", .value = path },
-        .{ .name = ":authority", .value = c.backend_authority },
-        .{ .name = "content-type", .value = "application/x-protobuf" },
-        .{ .name = "x-public-key", .value = c.public_key },
-    };
-    return headers.encodeMap(gpa, pairs[0..if (c.public_key.len > 0) 5 else 4]);
-}
-
-// ---------------------------------------------------------------- context registry
-
-var roots: std.AutoHashMapUnmanaged(u32, *Root) = .empty;
-var streams: std.AutoHashMapUnmanaged(u32, *Stream) = .empty;
-
-/// proxy_on_context_create: parent 0 creates a root (plugin) context, else a stream context.
-pub fn onContextCreate(id: u32, parent: u32) void {
-    if (parent == 0) {
-        const r = gpa.create(Root) catch return;
-        r.* = .{ .id = id };
-        roots.put(gpa, id, r) catch gpa.destroy(r);
-        return;
-    }
-    const root = roots.get(parent) orelse return;
-    const s = gpa.create(Stream) catch return; // no context: every callback continues
-    s.* = .{ .id = id, .root = root };
-    streams.put(gpa, id, s) catch gpa.destroy(s);
-}
-
-/// proxy_on_configure: parses the plugin configuration; false refuses it (Envoy fails the load).
-pub fn onConfigure(root_id: u32, size: u32) bool {
-    const r = roots.get(root_id) orelse return false;
-    const json: []u8 = if (size == 0) &.{} else host.getBufferBytes(.plugin_configuration, 0, size) catch {
-        host.log(.@"error", "sp-cache: cannot read the plugin configuration");
-        return false;
-    };
-    defer host.free(json);
-    var diag: config.Diagnostic = .{};
-    const parsed = config.parse(gpa, json, &diag) catch |e| {
-        var buf: [256]u8 = undefined;
-        const msg = std.fmt.bufPrint(&buf, "sp-cache: invalid plugin configuration: key \"{s}\": {s} ({s})", .{ diag.key(), diag.reason, @errorName(e) }) catch "sp-cache: invalid plugin configuration";
-        host.log(.@"error", msg);
-        return false;
-    };
-    // an old config may still be referenced by live streams: keep it (reconfigure is rare)
-    r.parsed = parsed;
-    log_level = parsed.value.log_level;
-    metrics.define();
-    logf(.info, "configured: backend_cluster={s} cache_enabled={} lookup_timeout_ms={d} max_response_body_bytes={d}", .{
-        parsed.value.backend_cluster, parsed.value.cache_enabled, parsed.value.lookup_timeout_ms, parsed.value.max_response_body_bytes,
-    });
-    return true;
-}
-
-/// proxy_on_request_headers.
-pub fn onRequestHeaders(id: u32, end_of_stream: bool) Action {
-    const s = streams.get(id) orelse return .@"continue";
-    return s.onRequestHeaders(end_of_stream);
-}
-
-/// proxy_on_request_body.
-pub fn onRequestBody(id: u32, len: u32, end_of_stream: bool) Action {
-    const s = streams.get(id) orelse return .@"continue";
-    return s.onRequestBody(len, end_of_stream);
-}
-
-/// proxy_on_request_trailers.
-pub fn onRequestTrailers(id: u32) Action {
-    const s = streams.get(id) orelse return .@"continue";
-    return s.onRequestTrailers();
-}
-
-/// proxy_on_response_headers.
-pub fn onResponseHeaders(id: u32, end_of_stream: bool) Action {
-    const s = streams.get(id) orelse return .@"continue";
-    return s.onResponseHeaders(end_of_stream);
-}
-
-/// proxy_on_response_body.
-pub fn onResponseBody(id: u32, len: u32, end_of_stream: bool) Action {
-    const s = streams.get(id) orelse return .@"continue";
-    return s.onResponseBody(len, end_of_stream);
-}
-
-/// proxy_on_response_trailers.
-pub fn onResponseTrailers(id: u32) Action {
-    const s = streams.get(id) orelse return .@"continue";
-    return s.onResponseTrailers();
-}
-
-/// proxy_on_http_call_response: a store answer on a root, a lookup answer on a stream; answers
-/// for contexts that are gone are ignored.
-pub fn onHttpCallResponse(id: u32, callout: u32, num_headers: u32, body_size: u32) void {
-    logf(.trace, "http_call_response context={d} callout={d} headers={d} body={d}", .{ id, callout, num_headers, body_size });
-    if (roots.get(id)) |r| {
-        const owner = (r.callouts.fetchRemove(callout) orelse return).value;
-        if (owner == 0) return r.onStoreResponse(callout, num_headers);
-        const s = streams.get(owner) orelse return; // the client went away: ignore
-        host.setEffectiveContext(owner) catch return;
-        return s.onLookupResponse(callout, num_headers, body_size);
-    }
-    // a host that answers on the dispatching stream context
-    if (streams.get(id)) |s| {
-        _ = s.root.callouts.remove(callout);
-        s.onLookupResponse(callout, num_headers, body_size);
-    }
-}
-
-/// proxy_on_log: the per-request debug line.
-pub fn onLog(id: u32) void {
-    const s = streams.get(id) orelse return;
-    s.logLine();
-}
-
-/// proxy_on_done: releases a stream's buffers early (a pending lookup answer is then ignored).
-pub fn onDone(id: u32) bool {
-    if (streams.get(id)) |s| {
-        if (s.phase == .lookup_pending) s.phase = .upstream;
-        s.dropResponseBody();
-        s.releaseRequestBody();
-    }
-    return true;
-}
-
-/// proxy_on_delete: forgets the context.
-pub fn onDelete(id: u32) void {
-    if (streams.fetchRemove(id)) |kv| {
-        kv.value.deinit();
-        gpa.destroy(kv.value);
-    }
+/// Methods RFC 9110 §9.2.1 defines as safe.
+pub fn isSafe(method: []const u8) bool {
+    const safe = [_][]const u8{ "GET", "HEAD", "OPTIONS", "TRACE" };
+    for (safe) |x| if (std.mem.eql(u8, method, x)) return true;
+    return false;
 }

@@ -1,7 +1,10 @@
-//! proxy-wasm ABI 0.2.1 entry points. Everything here forwards to filter.zig.
+//! proxy-wasm ABI 0.2.1 entry points: each forwards to the dispatcher (sdk/dispatch.zig), which
+//! routes it to the filter's root or stream context (filter.zig).
 const std = @import("std");
-const host = @import("hostcalls.zig");
+const host = @import("sdk/hostcalls.zig");
 const filter = @import("filter.zig");
+
+const D = filter.Dispatcher;
 
 /// Safety panics log the message before trapping, so a broken invariant is visible in Envoy's log.
 pub const panic = std.debug.FullPanic(panicFn);
@@ -25,49 +28,53 @@ export fn proxy_on_vm_start(_: u32, _: u32) u32 {
 }
 
 export fn proxy_on_configure(root_id: u32, size: u32) u32 {
-    return @intFromBool(filter.onConfigure(root_id, size));
+    return @intFromBool(D.onConfigure(root_id, size));
 }
 
 export fn proxy_on_context_create(id: u32, parent: u32) void {
-    filter.onContextCreate(id, parent);
+    D.onContextCreate(id, parent);
+}
+
+export fn proxy_on_tick(root_id: u32) void {
+    D.onTick(root_id);
 }
 
 export fn proxy_on_request_headers(id: u32, _: u32, end_of_stream: u32) u32 {
-    return @intFromEnum(filter.onRequestHeaders(id, end_of_stream != 0));
+    return @backingInt(D.onRequestHeaders(id, end_of_stream != 0));
 }
 
 export fn proxy_on_request_body(id: u32, len: u32, end_of_stream: u32) u32 {
-    return @intFromEnum(filter.onRequestBody(id, len, end_of_stream != 0));
+    return @backingInt(D.onRequestBody(id, len, end_of_stream != 0));
 }
 
 export fn proxy_on_request_trailers(id: u32, _: u32) u32 {
-    return @intFromEnum(filter.onRequestTrailers(id));
+    return @backingInt(D.onRequestTrailers(id));
 }
 
 export fn proxy_on_response_headers(id: u32, _: u32, end_of_stream: u32) u32 {
-    return @intFromEnum(filter.onResponseHeaders(id, end_of_stream != 0));
+    return @backingInt(D.onResponseHeaders(id, end_of_stream != 0));
 }
 
 export fn proxy_on_response_body(id: u32, len: u32, end_of_stream: u32) u32 {
-    return @intFromEnum(filter.onResponseBody(id, len, end_of_stream != 0));
+    return @backingInt(D.onResponseBody(id, len, end_of_stream != 0));
 }
 
 export fn proxy_on_response_trailers(id: u32, _: u32) u32 {
-    return @intFromEnum(filter.onResponseTrailers(id));
+    return @backingInt(D.onResponseTrailers(id));
 }
 
-export fn proxy_on_http_call_response(id: u32, callout: u32, num_headers: u32, body_size: u32, _: u32) void {
-    filter.onHttpCallResponse(id, callout, num_headers, body_size);
+export fn proxy_on_http_call_response(root_id: u32, token: u32, num_headers: u32, body_size: u32, _: u32) void {
+    D.onHttpCallResponse(root_id, token, num_headers, body_size);
 }
 
 export fn proxy_on_log(id: u32) void {
-    filter.onLog(id);
+    D.onLog(id);
 }
 
 export fn proxy_on_done(id: u32) u32 {
-    return @intFromBool(filter.onDone(id));
+    return @intFromBool(D.onDone(id));
 }
 
 export fn proxy_on_delete(id: u32) void {
-    filter.onDelete(id);
+    D.onDelete(id);
 }

@@ -1,603 +1,479 @@
-//! The protobuf subset of OTLP `TracesData` the filter speaks (docs/protocol.md):
-//! encode one lookup/store span, decode the hit answer. The decoder is total: any byte string
-//! yields a value or an error, never a trap.
+//! The filter ↔ backend wire format of docs/protocol.md (protocol version 2): every attribute
+//! name, and the encoder of the one span of a lookup, store or invalidate call, as an OTLP
+//! `TracesData`. The decoder of lookup answers is `lookup_answer.zig` (re-exported here). No
+//! other file spells an attribute key.
 const std = @import("std");
-const Pair = @import("headers.zig").Pair;
+const pb = @import("protobuf.zig");
+const entry = @import("entry.zig");
+const lookup_answer = @import("lookup_answer.zig");
 
-/// AnyValue variants the filter sends.
-pub const Value = union(enum) {
+const Pair = entry.Pair;
+const Entry = entry.Entry;
+
+/// Every attribute key of docs/protocol.md ("Attributes"), and the resource attribute.
+pub const attr = struct {
+    /// `inject`, `extract` or `invalidate` (`SpanType`)
+    pub const span_type = "sp.span.type";
+    /// request method as sent
+    pub const method = "http.request.method";
+    /// `:scheme`
+    pub const scheme = "url.scheme";
+    /// `:path` as sent, query included
+    pub const path = "url.path";
+    /// `:authority` (or `host`) as sent
+    pub const authority = "server.address";
+    /// prefix of one array attribute per request header name
+    pub const request_header_prefix = "http.request.header.";
+    /// exact request body bytes
+    pub const request_body = "http.request.body";
+    /// plugin config `service_name`
+    pub const service_name = "sp.service.name";
+    /// plugin config `traffic_direction`
+    pub const direction = "sp.traffic.direction";
+    /// the `x-sp-session-id` request header, else empty
+    pub const session_id = "sp.session.id";
+    /// the primary cache key (fingerprint) of the request
+    pub const cache_key = "sp.cache.key";
+    /// response status (int)
+    pub const status = "http.response.status_code";
+    /// prefix of one array attribute per response header name
+    pub const response_header_prefix = "http.response.header.";
+    /// exact response body bytes
+    pub const response_body = "http.response.body";
+    /// variant hash of the stored response ("" without Vary)
+    pub const variant = "sp.cache.variant";
+    /// Unix ms the request was sent (RFC 9111 §4.2.3 request_time)
+    pub const request_time_ms = "sp.cache.request_time_ms";
+    /// Unix ms the response was received (RFC 9111 §4.2.3 response_time)
+    pub const response_time_ms = "sp.cache.response_time_ms";
+    /// seconds the backend keeps the entry
+    pub const retain_seconds = "sp.cache.retain_seconds";
+    /// keyed BLAKE2b-256 of the entry (entry.zig), 64 lower-case hex
+    pub const signature = "sp.cache.signature";
+    /// primary keys an invalidate call removes
+    pub const invalidate_keys = "sp.cache.invalidate.keys";
+    /// Resource attribute: plugin config `service_name`
+    pub const resource_service_name = "service.name";
+};
+
+/// `sp.span.type` of the three calls; the tag name is the wire value.
+pub const SpanType = enum { inject, extract, invalidate };
+
+/// OTLP `Span.SpanKind` values the filter sends.
+pub const SpanKind = enum(u32) { server = 2, client = 3 };
+
+/// Decoder of lookup answers (see lookup_answer.zig).
+pub const decodeLookupAnswer = lookup_answer.decode;
+/// A decoded lookup answer.
+pub const Answer = lookup_answer.Answer;
+/// One candidate of a lookup answer: an entry, or why it is invalid.
+pub const Candidate = lookup_answer.Candidate;
+/// Errors that refuse a whole lookup answer.
+pub const AnswerError = lookup_answer.Error;
+
+/// Resource, scope, ids and times of a span.
+pub const Envelope = struct {
+    /// resource `service.name` and `sp.service.name`
+    service_name: []const u8,
+    scope_name: []const u8 = "sp-istio-cache",
+    scope_version: []const u8,
+    trace_id: [16]u8,
+    /// distinct for every span the filter sends
+    span_id: [8]u8,
+    parent_span_id: ?[8]u8 = null,
+    kind: SpanKind = .client,
+    /// nanoseconds since the Unix epoch
+    start_time_unix_nano: u64,
+    /// nanoseconds since the Unix epoch
+    end_time_unix_nano: u64,
+};
+
+/// The request half every span carries. Slices are borrowed; any bytes are accepted where the
+/// wire allows them (each value goes out as `string_value` when UTF-8, else `bytes_value`).
+pub const Request = struct {
+    method: []const u8,
+    scheme: []const u8,
+    /// `:path` exactly as sent
+    path: []const u8,
+    authority: []const u8,
+    /// the headers to send, already filtered (no pseudo, hop-by-hop, `x-envoy-*` or redacted
+    /// headers) and grouped (`entry.groupHeaders`); names must be RFC 9110 tokens
+    headers: []const Pair = &.{},
+    body: []const u8 = "",
+    /// plugin config `traffic_direction`
+    direction: []const u8,
+    session_id: []const u8 = "",
+    /// primary cache key, 64 lower-case hex
+    key: []const u8,
+};
+
+/// What follows the request half, by span type.
+pub const Call = union(SpanType) {
+    /// a lookup: the request only
+    inject,
+    /// a store: the signed entry (its `key` equal to the request's, its `signature` set, its
+    /// headers grouped, filtered and token-named) and how long the backend keeps it
+    extract: struct { entry: *const Entry, retain_seconds: u64 },
+    /// an invalidate: the primary keys to remove
+    invalidate: []const []const u8,
+};
+
+/// Errors of `encode`: a header name that is not a token (BadHeaderName), a header list whose
+/// names are not grouped (HeadersNotGrouped), a store whose entry key differs from the request key
+/// (KeyMismatch) or carries no 64-character signature (Unsigned).
+pub const EncodeError = error{ OutOfMemory, BadHeaderName, HeadersNotGrouped, KeyMismatch, Unsigned };
+
+/// AnyValue of one attribute.
+const Value = union(enum) {
+    /// always `string_value` (constants, hex)
     string: []const u8,
     int: i64,
+    /// always `bytes_value`
     bytes: []const u8,
-    /// ArrayValue of string AnyValues
+    /// `string_value` when valid UTF-8, else `bytes_value`
+    wire: []const u8,
+    /// one header name's run of values, each item as `.wire`
+    run: []const Pair,
+    /// array of `string_value`
     strings: []const []const u8,
 };
 
-/// One span attribute; the key on the wire is `prefix ++ key` (saves allocating header keys).
-pub const Attr = struct {
+/// One attribute; the key is `prefix ++ lower(name)` for headers, `key` otherwise.
+const Attr = struct {
     prefix: []const u8 = "",
     key: []const u8,
     value: Value,
 };
 
-/// `SPAN_KIND_CLIENT`.
-pub const span_kind_client: u32 = 3;
-
-/// Everything needed to encode a `TracesData` with one ResourceSpans → ScopeSpans → Span.
-pub const Span = struct {
-    service_name: []const u8,
-    scope_name: []const u8 = "sp-istio-cache",
-    scope_version: []const u8,
-    trace_id: [16]u8,
-    span_id: [8]u8,
-    parent_span_id: ?[8]u8 = null,
-    name: []const u8,
-    kind: u32 = span_kind_client,
-    /// nanoseconds since the Unix epoch
-    start_time_unix_nano: u64,
-    /// nanoseconds since the Unix epoch
-    end_time_unix_nano: u64,
-    attrs: []const Attr,
-};
-
-const wt_varint = 0;
-const wt_fixed64 = 1;
-const wt_len = 2;
-const wt_fixed32 = 5;
-
-fn varintSize(v: u64) usize {
-    var n: usize = 1;
-    var x = v >> 7;
-    while (x != 0) : (x >>= 7) n += 1;
-    return n;
-}
-
-/// Size of a length-delimited field with a one-byte tag.
-fn lenField(len: usize) usize {
-    return 1 + varintSize(len) + len;
+fn wireKind(b: []const u8) u32 {
+    return if (std.unicode.utf8ValidateSlice(b)) 1 else 7; // string_value, bytes_value
 }
 
 fn anyValueSize(v: Value) usize {
     return switch (v) {
-        .string => |s| lenField(s.len),
-        .bytes => |s| lenField(s.len),
-        .int => |i| 1 + varintSize(@bitCast(i)),
-        .strings => |ss| lenField(arrayValueSize(ss)),
+        .string, .bytes, .wire => |s| pb.lenField(s.len),
+        .int => |i| 1 + pb.varintSize(@bitCast(i)),
+        .run => |ps| pb.lenField(runSize(ps)),
+        .strings => |ss| pb.lenField(stringsSize(ss)),
     };
 }
 
-fn arrayValueSize(ss: []const []const u8) usize {
+fn runSize(ps: []const Pair) usize {
     var n: usize = 0;
-    for (ss) |s| n += lenField(lenField(s.len));
+    for (ps) |p| n += pb.lenField(pb.lenField(p.value.len));
+    return n;
+}
+
+fn stringsSize(ss: []const []const u8) usize {
+    var n: usize = 0;
+    for (ss) |s| n += pb.lenField(pb.lenField(s.len));
     return n;
 }
 
 fn keyValueSize(a: Attr) usize {
-    return lenField(a.prefix.len + a.key.len) + lenField(anyValueSize(a.value));
+    return pb.lenField(a.prefix.len + a.key.len) + pb.lenField(anyValueSize(a.value));
 }
 
-fn spanSize(s: *const Span) usize {
-    var n: usize = lenField(16) + lenField(8) + lenField(s.name.len) + 9 + 9;
-    if (s.parent_span_id != null) n += lenField(8);
-    if (s.kind != 0) n += 1 + varintSize(s.kind);
-    for (s.attrs) |a| n += lenField(keyValueSize(a));
+fn writeAnyValue(w: *pb.Writer, v: Value) void {
+    switch (v) {
+        .string => |s| w.bytes(1, s),
+        .bytes => |s| w.bytes(7, s),
+        .wire => |s| w.bytes(wireKind(s), s),
+        .int => |i| w.varintField(3, @bitCast(i)),
+        .run => |ps| {
+            w.header(5, runSize(ps));
+            for (ps) |p| {
+                w.header(1, pb.lenField(p.value.len));
+                w.bytes(wireKind(p.value), p.value);
+            }
+        },
+        .strings => |ss| {
+            w.header(5, stringsSize(ss));
+            for (ss) |s| {
+                w.header(1, pb.lenField(s.len));
+                w.bytes(1, s);
+            }
+        },
+    }
+}
+
+fn writeKeyValue(w: *pb.Writer, field: u32, a: Attr) void {
+    w.header(field, keyValueSize(a));
+    w.header(1, a.prefix.len + a.key.len);
+    w.raw(a.prefix);
+    w.rawLower(a.key);
+    w.header(2, anyValueSize(a.value));
+    writeAnyValue(w, a.value);
+}
+
+fn isPrintableAscii(c: u8) bool {
+    return c >= 0x20 and c <= 0x7e;
+}
+
+/// Span name: the path, or when it is not UTF-8, the path with every byte outside printable ASCII
+/// percent-encoded (upper-case hex, RFC 3986 §2.1).
+fn nameSize(path: []const u8) usize {
+    if (std.unicode.utf8ValidateSlice(path)) return path.len;
+    var n: usize = 0;
+    for (path) |c| n += if (isPrintableAscii(c)) 1 else 3;
     return n;
 }
 
-fn scopeSize(s: *const Span) usize {
-    return lenField(s.scope_name.len) + lenField(s.scope_version.len);
-}
-
-fn resourceSize(s: *const Span) usize {
-    return lenField(keyValueSize(.{ .key = "service.name", .value = .{ .string = s.service_name } }));
-}
-
-fn scopeSpansSize(s: *const Span) usize {
-    return lenField(scopeSize(s)) + lenField(spanSize(s));
-}
-
-fn resourceSpansSize(s: *const Span) usize {
-    return lenField(resourceSize(s)) + lenField(scopeSpansSize(s));
-}
-
-/// Writes into a buffer sized exactly beforehand.
-const Writer = struct {
-    buf: []u8,
-    pos: usize = 0,
-
-    fn varint(w: *Writer, v: u64) void {
-        var x = v;
-        while (x >= 0x80) : (x >>= 7) {
-            w.buf[w.pos] = @as(u8, @truncate(x)) | 0x80;
-            w.pos += 1;
-        }
-        w.buf[w.pos] = @truncate(x);
-        w.pos += 1;
-    }
-
-    fn tag(w: *Writer, field: u32, wt: u3) void {
-        w.varint((@as(u64, field) << 3) | wt);
-    }
-
-    fn raw(w: *Writer, b: []const u8) void {
-        @memcpy(w.buf[w.pos..][0..b.len], b);
-        w.pos += b.len;
-    }
-
-    fn bytes(w: *Writer, field: u32, b: []const u8) void {
-        w.header(field, b.len);
-        w.raw(b);
-    }
-
-    fn header(w: *Writer, field: u32, len: usize) void {
-        w.tag(field, wt_len);
-        w.varint(len);
-    }
-
-    fn fixed64(w: *Writer, field: u32, v: u64) void {
-        w.tag(field, wt_fixed64);
-        std.mem.writeInt(u64, w.buf[w.pos..][0..8], v, .little);
-        w.pos += 8;
-    }
-
-    fn anyValue(w: *Writer, v: Value) void {
-        switch (v) {
-            .string => |s| w.bytes(1, s),
-            .bytes => |s| w.bytes(7, s),
-            .int => |i| {
-                w.tag(3, wt_varint);
-                w.varint(@bitCast(i));
-            },
-            .strings => |ss| {
-                w.header(5, arrayValueSize(ss));
-                for (ss) |s| {
-                    w.header(1, lenField(s.len));
-                    w.bytes(1, s);
-                }
-            },
+fn writeName(w: *pb.Writer, path: []const u8) void {
+    const n = nameSize(path);
+    if (n == 0) return; // proto3 leaves an empty string out
+    w.header(5, n);
+    if (n == path.len) return w.raw(path);
+    for (path) |c| {
+        if (isPrintableAscii(c)) {
+            w.raw(&.{c});
+        } else {
+            const hex = "0123456789ABCDEF";
+            w.raw(&.{ '%', hex[c >> 4], hex[c & 15] });
         }
     }
+}
 
-    fn keyValue(w: *Writer, field: u32, a: Attr) void {
-        w.header(field, keyValueSize(a));
-        w.header(1, a.prefix.len + a.key.len);
-        w.raw(a.prefix);
-        w.raw(a.key);
-        w.header(2, anyValueSize(a.value));
-        w.anyValue(a.value);
+fn spanSize(env: *const Envelope, path: []const u8, attrs: []const Attr) usize {
+    var n: usize = pb.lenField(16) + pb.lenField(8);
+    if (env.parent_span_id != null) n += pb.lenField(8);
+    const name = nameSize(path);
+    if (name > 0) n += pb.lenField(name);
+    n += 1 + pb.varintSize(@backingInt(env.kind));
+    if (env.start_time_unix_nano != 0) n += 9;
+    if (env.end_time_unix_nano != 0) n += 9;
+    for (attrs) |a| n += pb.lenField(keyValueSize(a));
+    return n;
+}
+
+fn optionalStringSize(s: []const u8) usize {
+    return if (s.len == 0) 0 else pb.lenField(s.len);
+}
+
+fn scopeSize(env: *const Envelope) usize {
+    return optionalStringSize(env.scope_name) + optionalStringSize(env.scope_version);
+}
+
+fn resourceAttr(env: *const Envelope) Attr {
+    return .{ .key = attr.resource_service_name, .value = .{ .wire = env.service_name } };
+}
+
+/// Appends one `.run` attribute per run of equal (ASCII case-insensitive) names; refuses names
+/// that are not tokens and names that come back after their run ended.
+fn appendHeaderRuns(gpa: std.mem.Allocator, attrs: *std.ArrayList(Attr), prefix: []const u8, pairs: []const Pair) EncodeError!void {
+    var seen: entry.NameSet = .empty;
+    defer seen.deinit(gpa);
+    var i: usize = 0;
+    while (i < pairs.len) {
+        const name = pairs[i].name;
+        if (!entry.isToken(name)) return error.BadHeaderName;
+        var end = i + 1;
+        while (end < pairs.len and std.ascii.eqlIgnoreCase(pairs[end].name, name)) end += 1;
+        if ((try seen.getOrPut(gpa, name)).found_existing) return error.HeadersNotGrouped;
+        try attrs.append(gpa, .{ .prefix = prefix, .key = name, .value = .{ .run = pairs[i..end] } });
+        i = end;
     }
-};
+}
 
-/// Encodes `span` as an OTLP `TracesData`; the caller frees the result with `gpa`.
-pub fn encode(gpa: std.mem.Allocator, span: *const Span) error{OutOfMemory}![]u8 {
-    const total = lenField(resourceSpansSize(span));
+/// The attributes of a span, in the order docs/protocol.md lists them (the golden bytes of
+/// filter/testdata/protocol_golden.json pin that order).
+fn buildAttrs(gpa: std.mem.Allocator, env: *const Envelope, req: *const Request, call: Call, attrs: *std.ArrayList(Attr)) EncodeError!void {
+    try attrs.appendSlice(gpa, &.{
+        .{ .key = attr.span_type, .value = .{ .string = @tagName(call) } },
+        .{ .key = attr.method, .value = .{ .wire = req.method } },
+        .{ .key = attr.scheme, .value = .{ .wire = req.scheme } },
+        .{ .key = attr.path, .value = .{ .wire = req.path } },
+        .{ .key = attr.authority, .value = .{ .wire = req.authority } },
+    });
+    try appendHeaderRuns(gpa, attrs, attr.request_header_prefix, req.headers);
+    if (req.body.len > 0) try attrs.append(gpa, .{ .key = attr.request_body, .value = .{ .bytes = req.body } });
+    try attrs.appendSlice(gpa, &.{
+        .{ .key = attr.service_name, .value = .{ .wire = env.service_name } },
+        .{ .key = attr.direction, .value = .{ .wire = req.direction } },
+        .{ .key = attr.session_id, .value = .{ .wire = req.session_id } },
+        .{ .key = attr.cache_key, .value = .{ .wire = req.key } },
+    });
+    switch (call) {
+        .inject => {},
+        .extract => |s| {
+            const e = s.entry;
+            if (!std.mem.eql(u8, e.key, req.key)) return error.KeyMismatch;
+            if (e.signature.len != 64) return error.Unsigned;
+            try attrs.append(gpa, .{ .key = attr.status, .value = .{ .int = e.status } });
+            try appendHeaderRuns(gpa, attrs, attr.response_header_prefix, e.headers);
+            if (e.body.len > 0) try attrs.append(gpa, .{ .key = attr.response_body, .value = .{ .bytes = e.body } });
+            try attrs.appendSlice(gpa, &.{
+                .{ .key = attr.variant, .value = .{ .wire = e.variant } },
+                .{ .key = attr.request_time_ms, .value = .{ .int = @bitCast(e.request_time_ms) } },
+                .{ .key = attr.response_time_ms, .value = .{ .int = @bitCast(e.response_time_ms) } },
+                .{ .key = attr.retain_seconds, .value = .{ .int = @bitCast(s.retain_seconds) } },
+                .{ .key = attr.signature, .value = .{ .wire = e.signature } },
+            });
+        },
+        .invalidate => |keys| try attrs.append(gpa, .{ .key = attr.invalidate_keys, .value = .{ .strings = keys } }),
+    }
+}
+
+/// Encodes one span as a `TracesData` (one ResourceSpans → one ScopeSpans → the span), sized
+/// first and written once. Fields equal to their proto3 default are left out, as the reference
+/// encoder does. The caller frees the result with `gpa`.
+pub fn encode(gpa: std.mem.Allocator, env: *const Envelope, req: *const Request, call: Call) EncodeError![]u8 {
+    var attrs: std.ArrayList(Attr) = .empty;
+    defer attrs.deinit(gpa);
+    try buildAttrs(gpa, env, req, call, &attrs);
+
+    const span_size = spanSize(env, req.path, attrs.items);
+    const resource_size = pb.lenField(keyValueSize(resourceAttr(env)));
+    const scope_spans_size = pb.lenField(scopeSize(env)) + pb.lenField(span_size);
+    const resource_spans_size = pb.lenField(resource_size) + pb.lenField(scope_spans_size);
+    const total = pb.lenField(resource_spans_size);
+
     const buf = try gpa.alloc(u8, total);
-    var w: Writer = .{ .buf = buf };
-    w.header(1, resourceSpansSize(span)); // TracesData.resource_spans
-    w.header(1, resourceSize(span)); // ResourceSpans.resource
-    w.keyValue(1, .{ .key = "service.name", .value = .{ .string = span.service_name } });
-    w.header(2, scopeSpansSize(span)); // ResourceSpans.scope_spans
-    w.header(1, scopeSize(span)); // ScopeSpans.scope
-    w.bytes(1, span.scope_name);
-    w.bytes(2, span.scope_version);
-    w.header(2, spanSize(span)); // ScopeSpans.spans
-    w.bytes(1, &span.trace_id);
-    w.bytes(2, &span.span_id);
-    if (span.parent_span_id) |p| w.bytes(4, &p);
-    w.bytes(5, span.name);
-    if (span.kind != 0) {
-        w.tag(6, wt_varint);
-        w.varint(span.kind);
-    }
-    w.fixed64(7, span.start_time_unix_nano);
-    w.fixed64(8, span.end_time_unix_nano);
-    for (span.attrs) |a| w.keyValue(9, a);
+    var w: pb.Writer = .{ .buf = buf };
+    w.header(1, resource_spans_size); // TracesData.resource_spans
+    w.header(1, resource_size); // ResourceSpans.resource
+    writeKeyValue(&w, 1, resourceAttr(env)); // Resource.attributes
+    w.header(2, scope_spans_size); // ResourceSpans.scope_spans
+    w.header(1, scopeSize(env)); // ScopeSpans.scope
+    if (env.scope_name.len > 0) w.bytes(1, env.scope_name);
+    if (env.scope_version.len > 0) w.bytes(2, env.scope_version);
+    w.header(2, span_size); // ScopeSpans.spans
+    w.bytes(1, &env.trace_id);
+    w.bytes(2, &env.span_id);
+    if (env.parent_span_id) |p| w.bytes(4, &p);
+    writeName(&w, req.path);
+    w.varintField(6, @backingInt(env.kind));
+    if (env.start_time_unix_nano != 0) w.fixed64(7, env.start_time_unix_nano);
+    if (env.end_time_unix_nano != 0) w.fixed64(8, env.end_time_unix_nano);
+    for (attrs.items) |a| writeKeyValue(&w, 9, a);
     std.debug.assert(w.pos == total);
     return buf;
 }
 
-/// Errors from decoding a hit answer.
-pub const DecodeError = error{ Truncated, Malformed, NoSpan, MissingStatus, OutOfMemory };
-
-/// A cached response carried by a hit answer. Slices borrow the decoded bytes; `headers` is
-/// owned (free with `deinit`).
-pub const Hit = struct {
-    status: u32,
-    /// names without the `http.response.header.` prefix, values in wire order
-    headers: []Pair,
-    body: []const u8,
-    /// seconds
-    age_seconds: u64 = 0,
-
-    /// Frees the header list.
-    pub fn deinit(self: *Hit, gpa: std.mem.Allocator) void {
-        gpa.free(self.headers);
-    }
-};
-
-const FieldValue = union(enum) { varint: u64, fixed64: u64, fixed32: u32, bytes: []const u8 };
-const Field = struct { num: u64, value: FieldValue };
-
-/// Bounds-checked protobuf field reader.
-const Reader = struct {
-    buf: []const u8,
-    pos: usize = 0,
-
-    fn varint(r: *Reader) DecodeError!u64 {
-        var v: u64 = 0;
-        var shift: u7 = 0;
-        while (true) {
-            if (r.pos >= r.buf.len) return error.Truncated;
-            const b = r.buf[r.pos];
-            r.pos += 1;
-            if (shift == 63 and b > 1) return error.Malformed;
-            v |= @as(u64, b & 0x7f) << @intCast(shift);
-            if (b & 0x80 == 0) return v;
-            shift += 7;
-            if (shift > 63) return error.Malformed;
-        }
-    }
-
-    fn next(r: *Reader) DecodeError!?Field {
-        if (r.pos >= r.buf.len) return null;
-        const key = try r.varint();
-        const num = key >> 3;
-        if (num == 0) return error.Malformed;
-        const value: FieldValue = switch (@as(u3, @truncate(key))) {
-            wt_varint => .{ .varint = try r.varint() },
-            wt_fixed64 => blk: {
-                if (r.buf.len - r.pos < 8) return error.Truncated;
-                const v = std.mem.readInt(u64, r.buf[r.pos..][0..8], .little);
-                r.pos += 8;
-                break :blk .{ .fixed64 = v };
-            },
-            wt_fixed32 => blk: {
-                if (r.buf.len - r.pos < 4) return error.Truncated;
-                const v = std.mem.readInt(u32, r.buf[r.pos..][0..4], .little);
-                r.pos += 4;
-                break :blk .{ .fixed32 = v };
-            },
-            wt_len => blk: {
-                const len = try r.varint();
-                if (len > r.buf.len - r.pos) return error.Truncated;
-                const b = r.buf[r.pos..][0..@intCast(len)];
-                r.pos += @intCast(len);
-                break :blk .{ .bytes = b };
-            },
-            else => return error.Malformed, // groups (3, 4) and 6, 7
-        };
-        return .{ .num = num, .value = value };
-    }
-};
-
-const AnyValue = union(enum) { string: []const u8, int: i64, bytes: []const u8, array: []const u8, other };
-
-fn decodeAnyValue(buf: []const u8) DecodeError!AnyValue {
-    var r: Reader = .{ .buf = buf };
-    var out: AnyValue = .other;
-    while (try r.next()) |f| {
-        switch (f.num) {
-            1, 5, 7 => {
-                if (f.value != .bytes) return error.Malformed;
-                out = switch (f.num) {
-                    1 => .{ .string = f.value.bytes },
-                    5 => .{ .array = f.value.bytes },
-                    else => .{ .bytes = f.value.bytes },
-                };
-            },
-            3 => {
-                if (f.value != .varint) return error.Malformed;
-                out = .{ .int = @bitCast(f.value.varint) };
-            },
-            else => out = .other,
-        }
-    }
-    return out;
-}
-
-/// Message types of trace.proto / common.proto / resource.proto that a lookup answer may hold.
-const MsgKind = enum {
-    traces_data,
-    resource_spans,
-    resource,
-    scope_spans,
-    scope,
-    span,
-    event,
-    link,
-    status,
-    key_value,
-    any_value,
-    array_value,
-    kv_list,
-};
-
-/// How a length-delimited field of a known message must be read: a nested message, a UTF-8
-/// string (proto3 rejects invalid UTF-8 in `string` fields), or opaque bytes.
-const FieldKind = union(enum) { message: MsgKind, string, bytes };
-
-fn fieldKind(kind: MsgKind, num: u64) FieldKind {
-    return switch (kind) {
-        .traces_data => if (num == 1) .{ .message = .resource_spans } else .bytes,
-        .resource_spans => switch (num) {
-            1 => .{ .message = .resource },
-            2 => .{ .message = .scope_spans },
-            3 => .string,
-            else => .bytes,
-        },
-        .resource => if (num == 1) .{ .message = .key_value } else .bytes,
-        .scope_spans => switch (num) {
-            1 => .{ .message = .scope },
-            2 => .{ .message = .span },
-            3 => .string,
-            else => .bytes,
-        },
-        .scope => switch (num) {
-            1, 2 => .string,
-            3 => .{ .message = .key_value },
-            else => .bytes,
-        },
-        .span => switch (num) {
-            3, 5 => .string,
-            9 => .{ .message = .key_value },
-            11 => .{ .message = .event },
-            13 => .{ .message = .link },
-            15 => .{ .message = .status },
-            else => .bytes,
-        },
-        .event => switch (num) {
-            2 => .string,
-            3 => .{ .message = .key_value },
-            else => .bytes,
-        },
-        .link => switch (num) {
-            3 => .string,
-            4 => .{ .message = .key_value },
-            else => .bytes,
-        },
-        .status => if (num == 2) .string else .bytes,
-        .key_value => switch (num) {
-            1 => .string,
-            2 => .{ .message = .any_value },
-            else => .bytes,
-        },
-        .any_value => switch (num) {
-            1 => .string,
-            5 => .{ .message = .array_value },
-            6 => .{ .message = .kv_list },
-            else => .bytes,
-        },
-        .array_value => if (num == 1) .{ .message = .any_value } else .bytes,
-        .kv_list => if (num == 1) .{ .message = .key_value } else .bytes,
+/// A store span used by the tests here and in lookup_answer.zig: the request half and a signed
+/// entry whose `x-note` value is not UTF-8.
+pub const testing = struct {
+    /// signing key of the test entries
+    pub const signing_key = "0123456789abcdef0123456789abcdef";
+    /// envelope of the test spans
+    pub const envelope: Envelope = .{
+        .service_name = "svc",
+        .scope_version = "2.0.0",
+        .trace_id = .{ 0x4b, 0xf9, 0x2f, 0x35, 0x77, 0xb3, 0x4d, 0xa6, 0xa3, 0xce, 0x92, 0x9d, 0x0e, 0x0e, 0x47, 0x36 },
+        .span_id = .{ 0, 0xf0, 0x67, 0xaa, 0x0b, 0xa9, 0x02, 0xb7 },
+        .start_time_unix_nano = 1_700_000_000_000_000_000,
+        .end_time_unix_nano = 1_700_000_000_000_500_000,
     };
-}
+    /// request half of the test spans
+    pub const request: Request = .{
+        .method = "GET",
+        .scheme = "http",
+        .path = "/caf\xe9?q=1",
+        .authority = "upstream:8080",
+        .headers = &.{ .{ .name = "accept", .value = "a" }, .{ .name = "accept", .value = "b\xff" } },
+        .direction = "outbound",
+        .key = "5" ++ entry.repeat('0', 63),
+    };
+    /// response headers of the test entry
+    pub const response_headers = [_]Pair{
+        .{ .name = "content-type", .value = "text/plain" },
+        .{ .name = "x-note", .value = "caf\xe9" },
+        .{ .name = "x-note", .value = "two" },
+    };
 
-/// Deepest nesting accepted (AnyValue arrays can nest); deeper answers are refused as Malformed.
-const max_depth = 32;
-
-/// Checks that `buf` is a well-formed `kind` message all the way down: every nested message of a
-/// known field parses, every `string` field is UTF-8. Unknown fields are skipped by wire type, as
-/// protobuf does. A hit is served only from an answer the reference protobuf decoder would accept
-/// too, so a backend that sends corrupt bytes is a lookup error, never a response.
-fn validate(buf: []const u8, kind: MsgKind, depth: u32) DecodeError!void {
-    if (depth > max_depth) return error.Malformed;
-    var r: Reader = .{ .buf = buf };
-    while (try r.next()) |f| {
-        if (f.value != .bytes) continue;
-        switch (fieldKind(kind, f.num)) {
-            .message => |sub| try validate(f.value.bytes, sub, depth + 1),
-            .string => if (!std.unicode.utf8ValidateSlice(f.value.bytes)) return error.Malformed,
-            .bytes => {},
-        }
+    /// The test entry, signed into `sig`.
+    pub fn signedEntry(sig: *entry.Hex) Entry {
+        var e: Entry = .{
+            .key = request.key,
+            .variant = "",
+            .status = 200,
+            .request_time_ms = 1_700_000_000_000,
+            .response_time_ms = 1_700_000_000_250,
+            .headers = &response_headers,
+            .body = "hello",
+        };
+        sig.* = entry.signatureHex(signing_key, &e);
+        e.signature = sig;
+        return e;
     }
-}
 
-const response_header_prefix = "http.response.header.";
-
-/// The one span of a `TracesData` (across every ResourceSpans and ScopeSpans); NoSpan when there
-/// is none, Malformed when there are several (the contract is exactly one).
-fn onlySpan(bytes: []const u8) DecodeError![]const u8 {
-    var found: ?[]const u8 = null;
-    var traces: Reader = .{ .buf = bytes };
-    while (try traces.next()) |rs| {
-        if (rs.num != 1) continue;
-        if (rs.value != .bytes) return error.Malformed;
-        var resource_spans: Reader = .{ .buf = rs.value.bytes };
-        while (try resource_spans.next()) |ss| {
-            if (ss.num != 2) continue;
-            if (ss.value != .bytes) return error.Malformed;
-            var scope_spans: Reader = .{ .buf = ss.value.bytes };
-            while (try scope_spans.next()) |sp| {
-                if (sp.num != 2) continue;
-                if (sp.value != .bytes) return error.Malformed;
-                if (found != null) return error.Malformed;
-                found = sp.value.bytes;
-            }
-        }
+    /// The test entry encoded as a store span; caller frees.
+    pub fn storeSpan(gpa: std.mem.Allocator) ![]u8 {
+        var sig: entry.Hex = undefined;
+        const e = signedEntry(&sig);
+        return encode(gpa, &envelope, &request, .{ .extract = .{ .entry = &e, .retain_seconds = 600 } });
     }
-    return found orelse error.NoSpan;
-}
-
-/// Decodes a lookup answer (`TracesData`) into the cached response it carries. Accepts exactly
-/// what the backend's reference decoder accepts, or less: one span, every key once, needs
-/// `http.response.status_code` (200..599) and `sp.cache.age_seconds`. String and bytes values
-/// are accepted for the body.
-pub fn decodeHit(gpa: std.mem.Allocator, bytes: []const u8) DecodeError!Hit {
-    try validate(bytes, .traces_data, 0);
-    const span = try onlySpan(bytes);
-    var list: std.ArrayList(Pair) = .empty;
-    errdefer list.deinit(gpa);
-    var keys: std.ArrayList([]const u8) = .empty;
-    defer keys.deinit(gpa);
-    var have_age = false;
-    var hit: Hit = .{ .status = 0, .headers = &.{}, .body = "" };
-    var r: Reader = .{ .buf = span };
-    while (try r.next()) |f| {
-        if (f.num != 9) continue;
-        if (f.value != .bytes) return error.Malformed;
-        var kv: Reader = .{ .buf = f.value.bytes };
-        var key: []const u8 = "";
-        var value: AnyValue = .other;
-        while (try kv.next()) |g| {
-            if (g.num != 1 and g.num != 2) continue;
-            if (g.value != .bytes) return error.Malformed;
-            if (g.num == 1) key = g.value.bytes else value = try decodeAnyValue(g.value.bytes);
-        }
-        // a key given twice is ambiguous: refused, as the backend's reference decoder does
-        for (keys.items) |k| if (std.mem.eql(u8, k, key)) return error.Malformed;
-        try keys.append(gpa, key);
-        if (std.mem.eql(u8, key, "http.response.status_code")) {
-            // 1xx are interim responses, never a stored final response (RFC 9110 §15.2)
-            if (value != .int or value.int < 200 or value.int > 599) return error.Malformed;
-            hit.status = @intCast(value.int);
-        } else if (std.mem.eql(u8, key, "http.response.body")) {
-            hit.body = switch (value) {
-                .bytes, .string => |b| b,
-                else => return error.Malformed,
-            };
-        } else if (std.mem.eql(u8, key, "sp.cache.age_seconds")) {
-            if (value != .int) return error.Malformed;
-            hit.age_seconds = if (value.int < 0) 0 else @intCast(value.int);
-            have_age = true;
-        } else if (std.mem.startsWith(u8, key, response_header_prefix) and key.len > response_header_prefix.len) {
-            const name = key[response_header_prefix.len..];
-            switch (value) {
-                .string => |s| try list.append(gpa, .{ .name = name, .value = s }),
-                .array => |arr| {
-                    var ar: Reader = .{ .buf = arr };
-                    while (try ar.next()) |e| {
-                        if (e.num != 1) continue;
-                        if (e.value != .bytes) return error.Malformed;
-                        const item = try decodeAnyValue(e.value.bytes);
-                        if (item != .string) return error.Malformed;
-                        try list.append(gpa, .{ .name = name, .value = item.string });
-                    }
-                },
-                else => return error.Malformed,
-            }
-        }
-    }
-    if (hit.status == 0) return error.MissingStatus;
-    if (!have_age) return error.Malformed; // docs/protocol.md: a hit carries sp.cache.age_seconds
-    hit.headers = try list.toOwnedSlice(gpa);
-    return hit;
-}
-
-/// The span the golden-bytes test (and filter/testdata/protocol_golden.json) pins.
-pub const golden_span: Span = .{
-    .service_name = "svc",
-    .scope_version = "0.1.0",
-    .trace_id = .{ 0x4b, 0xf9, 0x2f, 0x35, 0x77, 0xb3, 0x4d, 0xa6, 0xa3, 0xce, 0x92, 0x9d, 0x0e, 0x0e, 0x47, 0x36 },
-    .span_id = .{ 0, 0xf0, 0x67, 0xaa, 0x0b, 0xa9, 0x02, 0xb7 },
-    .parent_span_id = .{ 1, 2, 3, 4, 5, 6, 7, 8 },
-    .name = "/bytes/16?x=1",
-    .start_time_unix_nano = 1_700_000_000_000_000_000,
-    .end_time_unix_nano = 1_700_000_000_000_500_000,
-    .attrs = &.{
-        .{ .key = "sp.span.type", .value = .{ .string = "extract" } },
-        .{ .key = "http.request.method", .value = .{ .string = "GET" } },
-        .{ .prefix = "http.request.header.", .key = "accept", .value = .{ .strings = &.{ "a", "b" } } },
-        .{ .key = "http.request.body", .value = .{ .bytes = "\x00\xff" } },
-        .{ .key = "http.response.status_code", .value = .{ .int = 200 } },
-        .{ .key = "sp.cache.ttl_seconds", .value = .{ .int = 300 } },
-        .{ .key = "http.response.header.content-type", .value = .{ .strings = &.{"text/plain"} } },
-        .{ .key = "http.response.body", .value = .{ .bytes = "hello" } },
-    },
 };
 
-/// `golden_span` as the backend answers a lookup: the same attributes plus the entry's age.
-fn testHitSpan(attrs: []Attr) Span {
-    var span = golden_span;
-    @memcpy(attrs[0..golden_span.attrs.len], golden_span.attrs);
-    attrs[golden_span.attrs.len] = .{ .key = "sp.cache.age_seconds", .value = .{ .int = 7 } };
-    span.attrs = attrs;
-    return span;
+/// Finds `needle` in `hay` (tests).
+fn contains(hay: []const u8, needle: []const u8) bool {
+    return std.mem.indexOf(u8, hay, needle) != null;
 }
 
-test "encode then decode round trip" {
+test "store span: non-UTF-8 values go as bytes_value, the name is percent-encoded, it decodes back" {
     const gpa = std.testing.allocator;
-    var attrs: [golden_span.attrs.len + 1]Attr = undefined;
-    const span = testHitSpan(&attrs);
-    const bytes = try encode(gpa, &span);
+    const bytes = try testing.storeSpan(gpa);
     defer gpa.free(bytes);
-    var hit = try decodeHit(gpa, bytes);
-    defer hit.deinit(gpa);
-    try std.testing.expectEqual(@as(u64, 7), hit.age_seconds);
-    try std.testing.expectEqual(@as(u32, 200), hit.status);
-    try std.testing.expectEqualStrings("hello", hit.body);
-    try std.testing.expectEqual(@as(usize, 1), hit.headers.len);
-    try std.testing.expectEqualStrings("content-type", hit.headers[0].name);
+    // span name (field 5) "/caf%E9?q=1"; url.path as bytes_value (field 7 of AnyValue)
+    try std.testing.expect(contains(bytes, "\x2a\x0b/caf%E9?q=1"));
+    try std.testing.expect(contains(bytes, "\x3a\x09/caf\xe9?q=1"));
+    // one array per header name, items chosen per item: "a" as string, "b\xff" as bytes
+    try std.testing.expect(contains(bytes, "\x0a\x03\x0a\x01a\x0a\x04\x3a\x02b\xff"));
+    try std.testing.expect(contains(bytes, "\x0a\x06\x3a\x04caf\xe9\x0a\x05\x0a\x03two"));
+
+    var answer = try decodeLookupAnswer(gpa, bytes);
+    defer answer.deinit(gpa);
+    try std.testing.expectEqual(@as(usize, 1), answer.candidates.len);
+    const e = answer.candidates[0].entry;
+    try std.testing.expect(entry.verify(testing.signing_key, &e));
+    var sig: entry.Hex = undefined;
+    try entry.expectEqualEntries(&testing.signedEntry(&sig), &e);
 }
 
-test "a hit without its age, or with a key given twice, is refused" {
+test "encode refuses what would break the contract" {
     const gpa = std.testing.allocator;
-    const no_age = try encode(gpa, &golden_span);
-    defer gpa.free(no_age);
-    try std.testing.expectError(error.Malformed, decodeHit(gpa, no_age));
-    var attrs: [golden_span.attrs.len + 1]Attr = undefined;
-    var span = testHitSpan(&attrs);
-    attrs[0] = attrs[golden_span.attrs.len]; // sp.cache.age_seconds twice
-    span.attrs = &attrs;
-    const twice = try encode(gpa, &span);
-    defer gpa.free(twice);
-    try std.testing.expectError(error.Malformed, decodeHit(gpa, twice));
+    const env = testing.envelope;
+    var req = testing.request;
+    req.headers = &.{.{ .name = "a\r\nb", .value = "x" }};
+    try std.testing.expectError(error.BadHeaderName, encode(gpa, &env, &req, .inject));
+    req.headers = &.{ .{ .name = "a", .value = "1" }, .{ .name = "b", .value = "2" }, .{ .name = "A", .value = "3" } };
+    try std.testing.expectError(error.HeadersNotGrouped, encode(gpa, &env, &req, .inject));
+    req = testing.request;
+    var sig: entry.Hex = undefined;
+    var e = testing.signedEntry(&sig);
+    e.key = "other";
+    try std.testing.expectError(error.KeyMismatch, encode(gpa, &env, &req, .{ .extract = .{ .entry = &e, .retain_seconds = 1 } }));
+    e = testing.signedEntry(&sig);
+    e.signature = "";
+    try std.testing.expectError(error.Unsigned, encode(gpa, &env, &req, .{ .extract = .{ .entry = &e, .retain_seconds = 1 } }));
 }
 
-test "decoder is total: truncations and random bytes" {
+test "lookup and invalidate spans; a lookup span is no candidate" {
     const gpa = std.testing.allocator;
-    const bytes = try encode(gpa, &golden_span);
-    defer gpa.free(bytes);
-    for (0..bytes.len) |n| {
-        if (decodeHit(gpa, bytes[0..n])) |h| {
-            var hh = h;
-            hh.deinit(gpa);
-        } else |_| {}
+    const lookup = try encode(gpa, &testing.envelope, &testing.request, .inject);
+    defer gpa.free(lookup);
+    try std.testing.expect(contains(lookup, "\x0a\x0csp.span.type\x12\x08\x0a\x06inject"));
+    try std.testing.expect(!contains(lookup, attr.status));
+    var answer = try decodeLookupAnswer(gpa, lookup);
+    defer answer.deinit(gpa);
+    try std.testing.expectEqual(Candidate{ .invalid = .missing_field }, answer.candidates[0]);
+
+    const keys = [_][]const u8{ entry.repeat('1', 64), entry.repeat('2', 64) };
+    const inval = try encode(gpa, &testing.envelope, &testing.request, .{ .invalidate = &keys });
+    defer gpa.free(inval);
+    try std.testing.expect(contains(inval, attr.invalidate_keys));
+    try std.testing.expect(contains(inval, "\x0a\x42\x0a\x40" ++ entry.repeat('2', 64)));
+}
+
+test "encode is exact for every size of value (varint length boundaries)" {
+    const gpa = std.testing.allocator;
+    var body: [300]u8 = undefined;
+    @memset(&body, 'x');
+    for ([_]usize{ 0, 1, 126, 127, 128, 129, 300 }) |n| {
+        var req = testing.request;
+        req.body = body[0..n];
+        req.path = body[0..n];
+        const bytes = try encode(gpa, &testing.envelope, &req, .inject); // asserts the size
+        gpa.free(bytes);
     }
-    var prng = std.Random.DefaultPrng.init(7);
-    const copy = try gpa.dupe(u8, bytes);
-    defer gpa.free(copy);
-    for (0..5000) |_| {
-        @memcpy(copy, bytes);
-        const flips = prng.random().uintLessThan(usize, 4) + 1;
-        for (0..flips) |_| copy[prng.random().uintLessThan(usize, copy.len)] = prng.random().int(u8);
-        if (decodeHit(gpa, copy)) |h| {
-            var hh = h;
-            hh.deinit(gpa);
-        } else |_| {}
-    }
-    var buf: [128]u8 = undefined;
-    for (0..5000) |_| {
-        const len = prng.random().uintLessThan(usize, buf.len);
-        prng.random().bytes(buf[0..len]);
-        if (decodeHit(gpa, buf[0..len])) |h| {
-            var hh = h;
-            hh.deinit(gpa);
-        } else |_| {}
-    }
-    try std.testing.expectError(error.NoSpan, decodeHit(gpa, ""));
-    try std.testing.expectError(error.Truncated, decodeHit(gpa, "\x0a\x05\x01"));
-}
-
-test "a corrupt message nested in a field the filter skips is still refused" {
-    const gpa = std.testing.allocator;
-    // TracesData{ResourceSpans{resource: Resource whose KeyValue claims 32 bytes but holds 2}}
-    const bad = "\x0a\x06\x0a\x04\x0a\x20\x0a\x00";
-    try std.testing.expectError(error.Truncated, decodeHit(gpa, bad));
-}
-
-test "invalid UTF-8 in a string field is refused, as protobuf does" {
-    const gpa = std.testing.allocator;
-    // TracesData{ResourceSpans{ScopeSpans{Span{name: "\xff"}}}}
-    const bad = "\x0a\x07\x12\x05\x12\x03\x2a\x01\xff";
-    try std.testing.expectError(error.Malformed, decodeHit(gpa, bad));
-}
-
-test "an interim 1xx status is never served" {
-    const gpa = std.testing.allocator;
-    var span = golden_span;
-    const attrs = [_]Attr{.{ .key = "http.response.status_code", .value = .{ .int = 100 } }};
-    span.attrs = &attrs;
-    const bytes = try encode(gpa, &span);
-    defer gpa.free(bytes);
-    try std.testing.expectError(error.Malformed, decodeHit(gpa, bytes));
 }
