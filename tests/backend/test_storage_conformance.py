@@ -1,144 +1,187 @@
-"""One conformance suite that every registered storage implementation must pass."""
+"""One conformance suite that every registered storage passes (STYLE.md §7): memory, SQLite, and
+Redis against a real redis-server.
+
+Times start at the real clock (``t0``): Redis expires hashes on its own clock, so the suite
+works with times Redis agrees with. Every operation moves time forward so LRU order is defined.
+"""
 
 from __future__ import annotations
 
+import time
+
 import pytest
 
-from sp_istio_cache.backend.storage import Entry, Storage, create_storage, storage_names
+from sp_istio_cache.backend.storage import EntryTooLarge, create_storage, storage_names
 
-# Options a storage needs to run in a test; storages absent here are created without options.
-TEST_OPTIONS = {"sqlite": lambda tmp_path: {"path": tmp_path / "cache.sqlite"}}
-
-KEY_A = "a" * 64
-KEY_B = "b" * 64
-KEY_C = "c" * 64
+K1, K2, K3, K4 = ("1" * 64, "2" * 64, "3" * 64, "4" * 64)
+VA, VB = "a" * 64, "b" * 64
 
 
-def entry(body: bytes = b"hello", headers=None, status: int = 200, stored_at: float = 1000.0,
-          ttl: float = 60.0) -> Entry:
-    return Entry(status, headers if headers is not None else {"a": ["xy", "z"]}, body,
-                 stored_at, stored_at + ttl)
+@pytest.fixture
+def t0() -> float:
+    return time.time()
 
 
 @pytest.fixture(params=storage_names())
-def store(request, tmp_path) -> Storage:
-    options = TEST_OPTIONS.get(request.param, lambda _: {})(tmp_path)
-    s = create_storage(request.param, **options)
-    yield s
-    s.close()
+def name(request) -> str:
+    return request.param
 
 
-def test_registry_names():
-    assert storage_names() == ["memory", "sqlite"]
+@pytest.fixture
+def store(make_storage, name):
+    return make_storage(name)
+
+
+def test_registry_lists_every_storage():
+    assert storage_names() == ["memory", "redis", "sqlite"]
 
 
 def test_unknown_storage_names_the_known_ones():
-    with pytest.raises(ValueError, match=r"unknown storage 'redis'; known: memory, sqlite"):
-        create_storage("redis")
+    with pytest.raises(ValueError, match=r"unknown storage 'nope'; known: memory, redis, sqlite"):
+        create_storage("nope")
 
 
-def test_entry_size_counts_body_and_every_header_value():
-    assert entry().size == 5 + (1 + 2) + (1 + 1)
-    assert entry(body=b"", headers={}).size == 0
-    assert entry(body=b"", headers={"é": ["ü"]}).size == 4
+def test_limits_below_one_are_refused(name, tmp_path):
+    with pytest.raises(ValueError, match=r"storage limits must be >= 1, got max_bytes=0 max_entries=5"):
+        create_storage(name, **({"path": tmp_path / "x"} if name == "sqlite" else {}), max_bytes=0, max_entries=5)
 
 
-def test_empty_store(store):
-    assert store.lookup(KEY_A, 0.0) is None
-    assert store.stats().entries == 0
-    assert store.stats().bytes == 0
-    assert store.evict(1e12) == 0
-
-
-def test_round_trip_exact_bytes_and_header_order(store):
-    headers = {
-        "content-type": ["application/octet-stream"],
-        "x-multi": ["b", "a", "c"],
-        "cache-control": ["max-age=60"],
-        "x-empty": [""],
-        "x-unicode": ["grüße ✓"],
-    }
-    body = bytes(range(256)) * 3 + b"\x00"
-    stored = Entry(203, headers, body, 1000.5, 1060.5)
-    store.insert(KEY_A, stored)
-    got = store.lookup(KEY_A, 1000.5)
-    assert got == stored
-    assert type(got.body) is bytes
-    assert list(got.headers.items()) == list(headers.items())
-    assert got.status == 203
-    assert got.stored_at == 1000.5
-    assert got.expires_at == 1060.5
-    assert store.lookup(KEY_B, 1000.5) is None
-
-
-def test_empty_body_and_headers(store):
-    store.insert(KEY_A, entry(body=b"", headers={}, status=204))
-    got = store.lookup(KEY_A, 1000.0)
-    assert got.body == b""
-    assert got.headers == {}
-    assert got.status == 204
-
-
-def test_ttl_honoured_at_lookup(store):
-    store.insert(KEY_A, entry(stored_at=1000.0, ttl=60.0))
-    assert store.lookup(KEY_A, 999.0).body == b"hello"
-    assert store.lookup(KEY_A, 1059.999).body == b"hello"
-    assert store.lookup(KEY_A, 1060.0) is None
-    assert store.lookup(KEY_A, 5000.0) is None
-    # expired entries stay counted until evicted
-    assert store.stats().entries == 1
-
-
-def test_zero_ttl_is_never_fresh(store):
-    store.insert(KEY_A, entry(stored_at=1000.0, ttl=0.0))
-    assert store.lookup(KEY_A, 1000.0) is None
-
-
-def test_upsert_replaces(store):
-    store.insert(KEY_A, entry(body=b"first", headers={"x": ["1"]}, stored_at=1000.0, ttl=100))
-    second = entry(body=b"second!", headers={"y": ["2", "3"]}, status=404, stored_at=1001.0, ttl=10)
-    store.insert(KEY_A, second)
-    assert store.lookup(KEY_A, 1001.0) == second
-    assert store.lookup(KEY_A, 1050.0) is None  # the old entry's longer freshness went with it
+def test_empty_store(store, t0):
+    assert store.lookup(K1, t0) == []
     stats = store.stats()
-    assert stats.entries == 1
-    assert stats.bytes == 7 + 2 + 2
+    assert (stats.entries, stats.bytes, stats.evicted, stats.expired) == (0, 0, 0, 0)
+    assert store.evict(t0 + 1e6) == 0
+    assert store.invalidate([K1]) == 0
 
 
-def test_evict_counts_expired(store):
-    store.insert(KEY_A, entry(stored_at=0.0, ttl=10.0))
-    store.insert(KEY_B, entry(stored_at=0.0, ttl=20.0))
-    store.insert(KEY_C, entry(stored_at=0.0, ttl=30.0))
-    assert store.evict(9.0) == 0
-    assert store.evict(20.0) == 2
-    assert store.evict(20.0) == 0
-    assert store.stats().entries == 1
-    assert store.lookup(KEY_C, 20.0) is not None
-    assert store.lookup(KEY_A, 0.0) is None  # evicted, not just expired
-    assert store.evict(100.0) == 1
-    assert store.stats().entries == 0
-    assert store.stats().bytes == 0
+def test_exact_bytes_round_trip(store, t0):
+    span = bytes(range(256)) * 5 + b"\x00"
+    assert store.insert(K1, "", span, t0 + 60, t0) == 0
+    got = store.lookup(K1, t0 + 1)
+    assert got == [span]
+    assert type(got[0]) is bytes
+    assert store.lookup(K2, t0 + 1) == []
 
 
-def test_stats_exact(store):
-    store.insert(KEY_A, entry(body=b"12345", headers={"a": ["xy", "z"]}))  # 10 bytes
-    store.insert(KEY_B, entry(body=b"x" * 1000, headers={}))  # 1000 bytes
+def test_variants_of_one_key_all_come_back(store, t0):
+    store.insert(K1, "", b"plain", t0 + 60, t0)
+    store.insert(K1, VA, b"variant-a", t0 + 60, t0 + 1)
+    store.insert(K1, VB, b"variant-b!", t0 + 60, t0 + 2)
+    store.insert(K2, VA, b"other key", t0 + 60, t0 + 3)
+    assert sorted(store.lookup(K1, t0 + 4)) == [b"plain", b"variant-a", b"variant-b!"]
+    assert store.lookup(K2, t0 + 4) == [b"other key"]
     stats = store.stats()
-    assert stats.entries == 2
-    assert stats.bytes == 1010
+    assert (stats.entries, stats.bytes) == (4, 5 + 9 + 10 + 9)
 
 
-def test_large_body(store):
-    body = bytes(range(256)) * 4096 * 8  # 8 MiB
-    store.insert(KEY_A, entry(body=body, headers={}))
-    assert store.lookup(KEY_A, 1000.0).body == body
+def test_store_replaces_the_same_key_and_variant(store, t0):
+    store.insert(K1, VA, b"first version", t0 + 100, t0)
+    store.insert(K1, VB, b"b", t0 + 100, t0 + 1)
+    store.insert(K1, VA, b"second", t0 + 10, t0 + 2)
+    assert sorted(store.lookup(K1, t0 + 3)) == [b"b", b"second"]
+    assert store.lookup(K1, t0 + 50) == [b"b"]  # the replaced entry's longer life went with it
+    stats = store.stats()
+    assert (stats.entries, stats.bytes) == (2, 1 + 6)
+
+
+def test_expiry_per_variant(store, t0):
+    store.insert(K1, VA, b"ten", t0 + 10, t0)
+    store.insert(K1, VB, b"twenty", t0 + 20, t0)
+    assert sorted(store.lookup(K1, t0 + 9.999)) == [b"ten", b"twenty"]
+    assert store.lookup(K1, t0 + 10) == [b"twenty"]  # fresh while now < expires_at
+    assert store.lookup(K1, t0 + 20) == []
+    assert store.stats().entries == 2  # counted until evicted
+
+
+def test_evict_removes_exactly_the_expired(store, t0):
+    store.insert(K1, VA, b"a", t0 + 10, t0)
+    store.insert(K1, VB, b"bb", t0 + 30, t0)
+    store.insert(K2, "", b"ccc", t0 + 20, t0)
+    store.insert(K3, "", b"dddd", t0 + 30, t0)
+    assert store.evict(t0 + 9) == 0
+    assert store.evict(t0 + 20) == 2
+    assert store.evict(t0 + 20) == 0
+    stats = store.stats()
+    assert (stats.entries, stats.bytes, stats.expired, stats.evicted) == (2, 2 + 4, 2, 0)
+    assert store.lookup(K1, t0 + 21) == [b"bb"]
+    assert store.lookup(K2, t0 + 1) == []  # removed, not just expired
+    assert store.evict(t0 + 30) == 2
+    assert (store.stats().entries, store.stats().bytes, store.stats().expired) == (0, 0, 4)
+
+
+def test_invalidate_deletes_every_variant_of_each_key(store, t0):
+    store.insert(K1, "", b"1", t0 + 60, t0)
+    store.insert(K1, VA, b"22", t0 + 60, t0)
+    store.insert(K2, VB, b"333", t0 + 60, t0)
+    store.insert(K3, "", b"4444", t0 + 60, t0)
+    assert store.invalidate([K1, K2, K4, K1]) == 3
+    assert store.lookup(K1, t0 + 1) == []
+    assert store.lookup(K2, t0 + 1) == []
+    assert store.lookup(K3, t0 + 1) == [b"4444"]
+    stats = store.stats()
+    assert (stats.entries, stats.bytes, stats.evicted) == (1, 4, 0)
+    assert store.invalidate([]) == 0
+
+
+def test_entry_limit_evicts_least_recently_used_keys(make_storage, name, t0):
+    store = make_storage(name, max_entries=3)
+    store.insert(K1, "", b"1", t0 + 60, t0 + 1)
+    store.insert(K2, "", b"2", t0 + 60, t0 + 2)
+    store.insert(K3, "", b"3", t0 + 60, t0 + 3)
+    assert store.lookup(K1, t0 + 4) == [b"1"]  # K1 is now the most recently used
+    assert store.insert(K4, "", b"4", t0 + 60, t0 + 5) == 1  # K2 goes
+    assert store.lookup(K2, t0 + 6) == []
+    assert [store.lookup(k, t0 + 6) for k in (K1, K3, K4)] == [[b"1"], [b"3"], [b"4"]]
+    stats = store.stats()
+    assert (stats.entries, stats.evicted, stats.max_entries) == (3, 1, 3)
+
+
+def test_eviction_takes_every_variant_of_the_victim(make_storage, name, t0):
+    store = make_storage(name, max_entries=3)
+    store.insert(K1, VA, b"a", t0 + 60, t0 + 1)
+    store.insert(K1, VB, b"b", t0 + 60, t0 + 2)
+    store.insert(K2, "", b"c", t0 + 60, t0 + 3)
+    assert store.insert(K3, "", b"d", t0 + 60, t0 + 4) == 2
+    assert store.lookup(K1, t0 + 5) == []
+    assert (store.stats().entries, store.stats().evicted) == (2, 2)
+
+
+def test_byte_limit_evicts_least_recently_used_keys(make_storage, name, t0):
+    store = make_storage(name, max_bytes=100)
+    store.insert(K1, "", b"a" * 40, t0 + 60, t0 + 1)
+    store.insert(K2, "", b"b" * 40, t0 + 60, t0 + 2)
+    assert store.lookup(K1, t0 + 3) == [b"a" * 40]
+    assert store.insert(K3, "", b"c" * 30, t0 + 60, t0 + 4) == 1  # 110 > 100: K2 (LRU) goes
+    assert store.lookup(K2, t0 + 5) == []
+    stats = store.stats()
+    assert (stats.entries, stats.bytes, stats.evicted, stats.max_bytes) == (2, 70, 1, 100)
+    assert store.insert(K1, "", b"a" * 70, t0 + 60, t0 + 6) == 0  # 70 + 30 = 100 still fits
+    assert store.insert(K1, "", b"a" * 71, t0 + 60, t0 + 7) == 1  # a replaced entry that grows counts
+    assert store.lookup(K3, t0 + 8) == []
+    assert (store.stats().entries, store.stats().bytes) == (1, 71)
+
+
+def test_an_entry_over_the_byte_limit_is_refused(make_storage, name, t0):
+    store = make_storage(name, max_bytes=100)
+    store.insert(K1, "", b"k" * 100, t0 + 60, t0)  # exactly the limit fits
+    with pytest.raises(EntryTooLarge, match="entry of 101 bytes exceeds the storage byte limit of 100"):
+        store.insert(K2, "", b"x" * 101, t0 + 60, t0 + 1)
+    assert store.lookup(K1, t0 + 2) == [b"k" * 100]
+    assert (store.stats().entries, store.stats().bytes) == (1, 100)
+
+
+def test_large_span(store, t0):
+    span = bytes(range(256)) * 4096 * 8  # 8 MiB
+    store.insert(K1, "", span, t0 + 60, t0)
+    assert store.lookup(K1, t0 + 1) == [span]
     assert store.stats().bytes == 8 * 1024 * 1024
 
 
-def test_closed_store_refuses_calls(store):
+def test_closed_store_refuses_calls(make_storage, name, t0):
+    store = make_storage(name)
     store.close()
     store.close()  # twice is harmless
     with pytest.raises(RuntimeError, match="closed"):
-        store.lookup(KEY_A, 0.0)
+        store.lookup(K1, t0)
     with pytest.raises(RuntimeError, match="closed"):
-        store.insert(KEY_A, entry())
+        store.insert(K1, "", b"x", t0 + 1, t0)

@@ -1,87 +1,128 @@
 """The storage interface every cache backend store implements.
 
-The backend is a keyed store of (status, headers, body, expiry): HTTP semantics stay in the
-filter. Every implementation passes ``tests/backend/test_storage_conformance.py``.
+The backend is a keyed store (STYLE.md §7): HTTP semantics stay in the filter. An **entry** is one
+stored span (the exact bytes the filter sent) under a primary key (64 hex) and a variant (64 hex
+or ""); a key holds one entry per variant. Every implementation passes
+``tests/backend/test_storage_conformance.py``:
+
+- ``lookup`` returns the span bytes of every variant of a key that is fresh at ``now``
+  (``now < expires_at``), in no promised order, and makes the key most recently used;
+- ``insert`` replaces the entry with the same (key, variant), makes the key most recently used,
+  then evicts whole keys, least recently used first, until the store holds at most
+  ``max_entries`` entries and ``max_bytes`` bytes (the sum of the stored spans' lengths);
+- ``invalidate`` deletes every variant of each key; ``evict`` removes what expired.
+
+All calls are coroutines: each implementation keeps the event loop free in its own way (a worker
+thread for SQLite writes, a network client for Redis). Times are seconds since the epoch.
 """
 
 from __future__ import annotations
 
 import abc
+from collections.abc import Sequence
 from dataclasses import dataclass
 
+#: default capacity of every storage: 512 MiB of spans, one million entries
+DEFAULT_MAX_BYTES = 512 * 1024 * 1024
+DEFAULT_MAX_ENTRIES = 1_000_000
 
-@dataclass(frozen=True)
-class Entry:
-    """One cached response.
 
-    Attributes:
-        status: HTTP status code.
-        headers: lower-case name -> every value, in the order stored.
-        body: exact body bytes.
-        stored_at: when it was stored, seconds since the epoch.
-        expires_at: when it stops being served, seconds since the epoch (fresh while now < expires_at).
-    """
+class EntryTooLarge(ValueError):
+    """A span longer than the storage's whole byte limit: it can never be stored."""
 
-    status: int
-    headers: dict[str, list[str]]
-    body: bytes
-    stored_at: float
-    expires_at: float
 
-    @property
-    def size(self) -> int:
-        """Bytes the entry accounts for: body + UTF-8 header names and values (once per value)."""
-        header_bytes = sum(
-            len(name.encode()) + len(value.encode())
-            for name, values in self.headers.items()
-            for value in values
-        )
-        return len(self.body) + header_bytes
+class StorageUnavailable(RuntimeError):
+    """The storage cannot serve the call (server unreachable, misconfigured); the message says why."""
 
 
 @dataclass(frozen=True)
 class StorageStats:
-    """Contents of a store: entry count (expired-but-not-evicted included) and their total size."""
+    """What a store holds and has dropped.
+
+    Attributes:
+        entries: stored entries (expired ones included until ``evict`` removes them).
+        bytes: total length of their spans, bytes.
+        max_entries, max_bytes: the limits.
+        evicted: entries removed to stay within the limits (since the store was created; shared
+            by every process on the same SQLite file or Redis prefix).
+        expired: entries removed by ``evict`` because they expired (same scope).
+    """
 
     entries: int
     bytes: int
+    max_entries: int
+    max_bytes: int
+    evicted: int
+    expired: int
 
 
 class Storage(abc.ABC):
-    """A keyed store of :class:`Entry`; keys are request fingerprints (64 hex characters).
+    """A keyed store of span bytes with byte and entry limits and LRU eviction (module docstring).
 
-    ``blocking`` says whether calls may block on I/O: the server runs those in a worker thread
-    and calls the others inline on the event loop. Implementations are safe to call from several
-    threads.
+    Args:
+        max_bytes: most bytes of spans held at once (>= 1).
+        max_entries: most entries held at once (>= 1).
+
+    Raises:
+        ValueError: a limit below 1.
     """
 
-    blocking: bool = True
-    #: whether ``lookup`` may block; a store whose lookups are short reads (no lock shared with
-    #: writers) sets False, so the server answers lookups inline instead of paying a thread hop.
-    blocking_lookup: bool = True
+    #: whether several processes may share this storage (SQLite file, Redis: yes; memory: no)
+    shared: bool = True
+
+    def __init__(self, *, max_bytes: int = DEFAULT_MAX_BYTES, max_entries: int = DEFAULT_MAX_ENTRIES) -> None:
+        if max_bytes < 1 or max_entries < 1:
+            raise ValueError(f"storage limits must be >= 1, got max_bytes={max_bytes} max_entries={max_entries}")
+        self.max_bytes = int(max_bytes)
+        self.max_entries = int(max_entries)
+
+    def check_size(self, span: bytes) -> None:
+        """Raise :class:`EntryTooLarge` when ``span`` alone exceeds ``max_bytes``."""
+        if len(span) > self.max_bytes:
+            raise EntryTooLarge(f"entry of {len(span)} bytes exceeds the storage byte limit of {self.max_bytes}")
+
+    async def open(self) -> None:  # noqa: B027 - optional hook: a storage with nothing to connect keeps this no-op
+        """Connect and check the server or file; called once before the first request.
+
+        Raises:
+            StorageUnavailable: the storage cannot be used (the message names the setting).
+        """
 
     @abc.abstractmethod
-    def lookup(self, key: str, now: float) -> Entry | None:
-        """Return the entry under ``key`` if it is fresh at ``now`` (now < expires_at), else None."""
+    async def lookup(self, key: str, now: float) -> list[bytes]:
+        """The span bytes of every variant of ``key`` fresh at ``now``; [] when none."""
 
     @abc.abstractmethod
-    def insert(self, key: str, entry: Entry) -> None:
-        """Store ``entry`` under ``key``, replacing any entry already there."""
+    async def insert(self, key: str, variant: str, span: bytes, expires_at: float, now: float) -> int:
+        """Store ``span`` as (key, variant) until ``expires_at``, replacing any entry with the same
+        pair; ``now`` is the time of use for LRU. Return how many entries were evicted to make room.
+
+        Raises:
+            EntryTooLarge: ``len(span) > max_bytes``.
+        """
 
     @abc.abstractmethod
-    def evict(self, now: float) -> int:
-        """Remove every entry expired at ``now`` (expires_at <= now); return how many were removed."""
+    async def invalidate(self, keys: Sequence[str]) -> int:
+        """Delete every variant of each of ``keys``; return how many entries were deleted."""
 
     @abc.abstractmethod
-    def stats(self) -> StorageStats:
-        """Entry count and total :attr:`Entry.size` of everything stored."""
+    async def evict(self, now: float) -> int:
+        """Remove every entry expired at ``now`` (expires_at <= now); return how many."""
 
     @abc.abstractmethod
-    def close(self) -> None:
+    async def stats(self) -> StorageStats:
+        """Counts, sizes, limits and removals (see :class:`StorageStats`)."""
+
+    async def ping(self) -> None:  # noqa: B027 - optional hook: an in-process storage always answers
+        """Return when the storage answers; raise :class:`StorageUnavailable` otherwise."""
+
+    @abc.abstractmethod
+    async def close(self) -> None:
         """Release resources; the store is unusable afterwards. Closing twice is harmless."""
 
-    def __enter__(self) -> "Storage":
+    async def __aenter__(self) -> Storage:
+        await self.open()
         return self
 
-    def __exit__(self, *exc: object) -> None:
-        self.close()
+    async def __aexit__(self, *exc: object) -> None:
+        await self.close()
