@@ -32,6 +32,8 @@ class WasmResult(IntEnum):
 
 
 class BufferType(IntEnum):
+    """``proxy_get_buffer_bytes`` buffer types."""
+
     HTTP_REQUEST_BODY = 0
     HTTP_RESPONSE_BODY = 1
     DOWNSTREAM_DATA = 2
@@ -44,6 +46,8 @@ class BufferType(IntEnum):
 
 
 class MapType(IntEnum):
+    """``proxy_get_header_map_*`` map types."""
+
     HTTP_REQUEST_HEADERS = 0
     HTTP_REQUEST_TRAILERS = 1
     HTTP_RESPONSE_HEADERS = 2
@@ -55,6 +59,8 @@ class MapType(IntEnum):
 
 
 class StreamType(IntEnum):
+    """``proxy_continue_stream`` / ``proxy_close_stream`` targets."""
+
     REQUEST = 0
     RESPONSE = 1
     DOWNSTREAM = 2
@@ -62,12 +68,16 @@ class StreamType(IntEnum):
 
 
 class MetricType(IntEnum):
+    """``proxy_define_metric`` types; Envoy keeps the type in the low 2 bits of a metric id."""
+
     COUNTER = 0
     GAUGE = 1
     HISTOGRAM = 2
 
 
 class LogLevel(IntEnum):
+    """``proxy_log`` levels (spdlog's order)."""
+
     TRACE = 0
     DEBUG = 1
     INFO = 2
@@ -77,13 +87,54 @@ class LogLevel(IntEnum):
 
 
 class Action(IntEnum):
-    """What header/body/trailer callbacks return."""
+    """Short names for what header/body callbacks most often return (compare with ``==``).
+
+    ``PAUSE`` is StopIteration for headers and StopIterationAndBuffer for bodies;
+    ``PAUSE_WATERMARK`` is StopIterationAndWatermark (bodies only: past the buffer limit Envoy
+    pushes back on the sender instead of answering 413).
+    """
 
     CONTINUE = 0
     PAUSE = 1
-    #: body callbacks only: StopIterationAndWatermark (buffer; past the limit Envoy pushes back on
-    #: the sender instead of answering 413)
     PAUSE_WATERMARK = 2
+
+
+class HeadersStatus(IntEnum):
+    """proxy-wasm FilterHeadersStatus (proxy-wasm-cpp-host ``context_interface.h``)."""
+
+    CONTINUE = 0
+    STOP_ITERATION = 1
+    CONTINUE_AND_END_STREAM = 2
+    STOP_ALL_ITERATION_AND_BUFFER = 3
+    STOP_ALL_ITERATION_AND_WATERMARK = 4
+
+
+class DataStatus(IntEnum):
+    """proxy-wasm FilterDataStatus."""
+
+    CONTINUE = 0
+    STOP_ITERATION_AND_BUFFER = 1
+    STOP_ITERATION_AND_WATERMARK = 2
+    STOP_ITERATION_NO_BUFFER = 3
+
+
+class TrailersStatus(IntEnum):
+    """proxy-wasm FilterTrailersStatus."""
+
+    CONTINUE = 0
+    STOP_ITERATION = 1
+
+
+class WasiErrno(IntEnum):
+    """The WASI errno values Envoy's WASI functions return (wasi-libc ``api.h``)."""
+
+    SUCCESS = 0
+    BADF = 8
+    FAULT = 21
+    INVAL = 28
+    NOENT = 44
+    NOSYS = 52
+    NOTSUP = 58
 
 
 def encode_pairs(pairs: Iterable[tuple[str | bytes, str | bytes]]) -> bytes:
@@ -124,11 +175,38 @@ def decode_pairs(data: bytes) -> list[tuple[bytes, bytes]]:
             raise ValueError("header map value is not NUL-terminated")
         pos += vlen + 1
         out.append((k, v))
+    if pos != len(data):
+        raise ValueError(f"header map has {len(data) - pos} trailing bytes")
     return out
 
 
+#: proxy-wasm-cpp-host limits on a serialized map it reads from the guest (``limits.h``)
+PAIRS_MAX_BYTES = 1024 * 1024
+PAIRS_MAX_COUNT = 1024
+
+
+def envoy_pairs(data: bytes) -> list[tuple[bytes, bytes]] | None:
+    """Read a guest's serialized map as proxy-wasm-cpp-host's ``PairsUtil::toPairs`` does.
+
+    Returns the pairs, or None where Envoy silently uses an EMPTY map instead: malformed bytes,
+    more than :data:`PAIRS_MAX_BYTES` bytes or :data:`PAIRS_MAX_COUNT` pairs. Callers record a
+    violation for None (the guest sent something Envoy drops without telling it).
+    """
+    if not data:
+        return []
+    if len(data) > PAIRS_MAX_BYTES:
+        return None
+    if len(data) >= 4 and struct.unpack_from("<I", data, 0)[0] > PAIRS_MAX_COUNT:
+        return None
+    try:
+        return decode_pairs(data)
+    except ValueError:
+        return None
+
+
 def _b(s: str | bytes) -> bytes:
-    return s if isinstance(s, bytes) else s.encode("utf-8")
+    # header map values are str holding raw bytes through surrogateescape (headermap.text)
+    return s if isinstance(s, bytes) else s.encode("utf-8", "surrogateescape")
 
 
 def as_str_pairs(pairs: Sequence[tuple[bytes, bytes]]) -> Pairs:
