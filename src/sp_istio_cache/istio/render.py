@@ -1,10 +1,13 @@
-"""Render the Istio manifests that deploy the filter: WasmPlugin, EnvoyFilter, ServiceEntry and
-(for an https backend) DestinationRule, from ``istio-configs/templates/``.
+"""Render every manifest that deploys the cache: the filter (WasmPlugin or EnvoyFilter), the
+cache backend (Namespace, ServiceAccount, Deployment, Service, PodDisruptionBudget), the
+AuthorizationPolicy that admits only the filter's workloads, ServiceEntry/DestinationRule for an
+external backend, and the patch that gives the sidecars their keys from a Secret.
 
-``render(params)`` builds everything in memory and validates it — plugin config against the
-filter's schema, every resource against the Istio-field schemas, sha256 and label syntax, and
-(unless disabled) one boot of the real local Envoy with the plugin config — and only then does
-``write(rendered, out_dir)`` touch the disk. Nothing half-valid is ever written.
+Every resource is built as data (``mesh``, ``kube``), validated — Istio resources against the
+project's Istio schemas, Kubernetes ones against the Kubernetes OpenAPI schemas, references across
+them by ``consistency``, the module against its build record, and (optionally) the plugin config
+by one boot of the real local Envoy — and only then dumped to YAML by ``write``. Nothing
+half-valid is ever written.
 
 WasmPlugin and EnvoyFilter are two *alternatives* for the same workload: rendered side by side so
 the operator can choose, never applied together (``deploy apply --kind`` picks one).
@@ -12,222 +15,183 @@ the operator can choose, never applied together (``deploy apply --kind`` picks o
 
 from __future__ import annotations
 
-import json
+import re
+import secrets
 from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
 from urllib.parse import urlsplit
 
-import jinja2
 import yaml
 
 from .. import pluginconfig
 from ..paths import REPO_ROOT
-from .validate import IstioConfigError, check_labels, check_manifest, check_sha256
+from . import consistency, kube, mesh
+from .module import resolve_digest
+from .params import (
+    FAIL_STRATEGIES,
+    FAIL_STRATEGY_ALIASES,
+    KIND_CHOICES,
+    KINDS,
+    MATCH_MODES,
+    PHASES,
+    PULL_POLICIES,
+    SECRET_CONFIG_KEYS,
+    IstioParams,
+)
+from .validate import IstioConfigError, check_labels, check_manifest
 
 ISTIO_CONFIGS = REPO_ROOT / "istio-configs"
-TEMPLATES = ISTIO_CONFIGS / "templates"
-#: where the size-limit tuning notebook writes its recommendation
+#: where the size-limit tuning step writes its recommendation (read by ``recommendation``)
 TUNING_OUTPUT = REPO_ROOT / "reports" / "latest" / "recommended_plugin_config.json"
-DEFAULT_SELECTOR = {"sp-istio-cache/enabled": "true"}
-DEFAULT_BACKEND_URL = "http://sp-cache-backend.sp-system.svc.cluster.local:8080"
-DEFAULT_URL = "file:///var/local/lib/wasm/sp_istio_cache.wasm"
-KINDS = ("wasmplugin", "envoyfilter")
-KIND_CHOICES = ("both", *KINDS)
-PHASES = ("UNSPECIFIED_PHASE", "AUTHN", "AUTHZ", "STATS")
-FAIL_STRATEGIES = ("FAIL_OPEN", "FAIL_CLOSE", "FAIL_RELOAD")
-MATCH_MODES = ("CLIENT", "SERVER", "CLIENT_AND_SERVER")
-PULL_POLICIES = ("IfNotPresent", "Always")
 #: methods the filter can look up without holding request headers for a body
 BODILESS_METHODS = {"GET", "HEAD"}
-#: the plugin config keys a deployment decides (from --backend-url); everything else is tuning
+#: the plugin config keys a deployment decides (the backend's address); everything else is tuning
 DEPLOYMENT_KEYS = ("backend_cluster", "backend_authority")
-_ENVOY_FAILURE_POLICY = {"FAIL_OPEN": "FAIL_OPEN", "FAIL_CLOSE": "FAIL_CLOSED", "FAIL_RELOAD": "FAIL_RELOAD"}
-_CONTEXTS = {"CLIENT": ["SIDECAR_OUTBOUND"], "SERVER": ["SIDECAR_INBOUND"],
-             "CLIENT_AND_SERVER": ["SIDECAR_OUTBOUND", "SIDECAR_INBOUND"]}
-RESOURCE_LABELS = {"app.kubernetes.io/name": "sp-istio-cache", "app.kubernetes.io/managed-by": "sp-istio-cache"}
-
-
-@dataclass
-class IstioParams:
-    """Everything a rendering depends on.
-
-    Attributes:
-        plugin_config: the filter configuration, used verbatim except for ``DEPLOYMENT_KEYS``,
-            which ``backend_url`` decides (pass ``None`` for ``default_plugin_config()``).
-        sha256: of the ``.wasm`` for http/file URLs; of the OCI image (its digest) for oci://.
-            None is allowed only for oci:// (the image is then not pinned).
-        kind: ``both`` (the two alternatives), ``wasmplugin`` or ``envoyfilter``.
-        ports: destination ports the filter applies to (``match.ports``); empty = all.
-        service_entry: render the ServiceEntry for the backend host (skip it when the backend is
-            already a Kubernetes Service in the mesh).
-    """
-
-    sha256: str | None
-    url: str = DEFAULT_URL
-    namespace: str = "default"
-    name: str = "sp-istio-cache"
-    selector: dict[str, str] = field(default_factory=lambda: dict(DEFAULT_SELECTOR))
-    image_pull_policy: str = "IfNotPresent"
-    phase: str = "UNSPECIFIED_PHASE"
-    priority: int = 0
-    fail_strategy: str = "FAIL_OPEN"
-    match_mode: str = "CLIENT"
-    ports: list[int] = field(default_factory=list)
-    backend_url: str = DEFAULT_BACKEND_URL
-    plugin_config: dict[str, Any] | None = None
-    kind: str = "both"
-    service_entry: bool = True
+MARK = "Rendered by `sp-istio-cache istio render`"
+#: the files a rendering may produce, in apply order, with the comment heading each
+FILES = {
+    "namespace.yaml": "The cache backend's namespace, labelled for sidecar injection (the AuthorizationPolicy "
+                      "needs the backend's sidecar).",
+    "backend.yaml": "The cache backend: ServiceAccount, Deployment (--storage redis, key from the Secret), "
+                    "Service, PodDisruptionBudget.",
+    "authorizationpolicy.yaml": "Only the filter's workloads (mTLS identities) may call the backend, and only "
+                                "with the filter's calls.",
+    "serviceentry.yaml": "Makes the external backend host known to the sidecar (the cluster the filter calls).",
+    "destinationrule.yaml": "The backend URL is https: the sidecar originates TLS (mode SIMPLE) to it.",
+    "wasmplugin.yaml": "ALTERNATIVE to envoyfilter.yaml: apply exactly one of the two to a workload. A WasmPlugin "
+                       "cannot set allow_on_headers_stop_iteration, so it serves bodiless lookups only (GET/HEAD).",
+    "envoyfilter.yaml": "ALTERNATIVE to wasmplugin.yaml: apply exactly one. It carries "
+                        "allow_on_headers_stop_iteration (lookups of requests with a body; Envoy >= 1.35).",
+    "sidecar-secret-env.yaml": "NOT a resource: a strategic-merge patch for each Deployment the selector picks, "
+                               "giving its istio-proxy container the keys from the Secret:\n"
+                               "  kubectl -n NAMESPACE patch deployment NAME --type strategic --patch-file "
+                               "sidecar-secret-env.yaml\n(docs/deploy.md, Secrets)",
+}
+OWNED_FILES = tuple(FILES)
+_QUANTITY_RE = re.compile(r"^[0-9]+(\.[0-9]+)?(m|k|M|G|T|P|E|Ki|Mi|Gi|Ti|Pi|Ei)?$")
+_DNS_LABEL_RE = re.compile(r"^[a-z0-9]([-a-z0-9]*[a-z0-9])?$")
 
 
 @dataclass
 class Rendered:
-    """The files to write (name -> YAML text), their parsed resources, and warnings for the operator."""
+    """What ``render`` built: file name -> YAML text, file name -> its resources (the patch file:
+    the patch), the plugin config, the module digest, notes for the operator, the Envoy boot."""
 
     files: dict[str, str]
-    resources: dict[str, dict[str, Any]]
+    resources: dict[str, list[dict[str, Any]]]
     plugin_config: dict[str, Any]
+    sha256: str | None
     warnings: list[str] = field(default_factory=list)
     boot: Any = None
 
 
-# -- pieces ------------------------------------------------------------------------------------
-@dataclass(frozen=True)
-class Backend:
-    """The cache backend as the sidecar sees it."""
-
-    scheme: str
-    host: str
-    port: int
-
-    @property
-    def cluster(self) -> str:
-        """Istio's name for the sidecar's cluster of this host and port."""
-        return istio_cluster_name(self.host, self.port)
-
-    @property
-    def tls(self) -> bool:
-        return self.scheme == "https"
-
-    @property
-    def location(self) -> str:
-        return "MESH_INTERNAL" if self.host.endswith((".svc", ".svc.cluster.local")) else "MESH_EXTERNAL"
+def schema_default_config() -> dict[str, Any]:
+    """Every schema default except the deployment keys (which the backend's address decides)."""
+    return {k: v for k, v in pluginconfig.defaults().items() if k not in DEPLOYMENT_KEYS}
 
 
-def istio_cluster_name(host: str, port: int) -> str:
-    """``outbound|PORT||HOST`` - the cluster Istio builds for a service host and port."""
-    return f"outbound|{port}||{host}"
+def backend_of(p: IstioParams) -> mesh.Backend:
+    """The backend the filter calls: ``backend_url``, else the in-mesh backend's Service."""
+    if p.backend_url is not None:
+        return mesh.parse_backend_url(p.backend_url)
+    b = p.backend
+    return mesh.Backend("http", f"{b.name}.{b.namespace}.svc.{p.cluster_domain}", b.port)
 
 
-def parse_backend_url(url: str) -> Backend:
-    """``http(s)://host[:port]`` -> Backend (port defaults 80/443).
-
-    Raises:
-        IstioConfigError: naming ``backend_url``.
-    """
-    parts = urlsplit(url)
-    if parts.scheme not in ("http", "https") or not parts.hostname:
-        raise IstioConfigError(f"backend_url: {url!r} must be http://HOST[:PORT] or https://HOST[:PORT]")
-    if parts.path not in ("", "/") or parts.query:
-        raise IstioConfigError(f"backend_url: {url!r} must not carry a path or query (the filter sends /v1/inject "
-                               "and /v1/traces itself)")
-    try:
-        port = parts.port or (443 if parts.scheme == "https" else 80)
-    except ValueError as exc:
-        raise IstioConfigError(f"backend_url: {exc}") from None
-    return Backend(parts.scheme, parts.hostname.lower(), port)
-
-
-def default_plugin_config(tuning_output: Path | None = None) -> tuple[dict[str, Any], str]:
-    """The plugin config to deploy when none is given, and where it came from: the tuning
-    notebook's recommendation (``TUNING_OUTPUT``) when it exists, else every schema default
-    (without the deployment keys, which ``--backend-url`` decides)."""
-    tuning_output = TUNING_OUTPUT if tuning_output is None else tuning_output
-    if tuning_output.exists():
-        return load_plugin_config(tuning_output), str(tuning_output)
-    defaults = {k: v for k, v in pluginconfig.defaults().items() if k not in DEPLOYMENT_KEYS}
-    return defaults, "schema defaults (filter/config.schema.json)"
-
-
-def load_plugin_config(path: Path) -> dict[str, Any]:
-    """Read a plugin config JSON object (e.g. a tuning run's recommended_plugin_config.json).
-
-    Raises:
-        IstioConfigError: unreadable, not JSON, or not an object - naming the file.
-    """
-    try:
-        data = json.loads(Path(path).read_text())
-    except (OSError, json.JSONDecodeError) as exc:
-        raise IstioConfigError(f"pluginConfig: cannot read {path}: {exc}") from None
-    if not isinstance(data, dict):
-        raise IstioConfigError(f"pluginConfig: {path} must hold a JSON object, got {type(data).__name__}")
-    return data
-
-
-def deployed_plugin_config(config: dict[str, Any], backend: Backend) -> tuple[dict[str, Any], list[str]]:
+def deployed_plugin_config(config: dict[str, Any], backend: mesh.Backend) -> tuple[dict[str, Any], list[str]]:
     """``config`` with the deployment keys set for ``backend``, key order kept; plus notes when a
     deployment key of the input was replaced (a tuning run names the workbench's local cluster)."""
     out = dict(config)
     notes = []
-    wanted = {"backend_cluster": backend.cluster, "backend_authority": backend.host}
-    for key, value in wanted.items():
+    for key, value in {"backend_cluster": backend.cluster, "backend_authority": backend.host}.items():
         if key in out and out[key] != value:
-            notes.append(f"pluginConfig.{key}: {out[key]!r} replaced by {value!r} (decided by --backend-url)")
+            notes.append(f"pluginConfig.{key}: {out[key]!r} replaced by {value!r} (the backend's address)")
         out[key] = value
     return out, notes
 
 
-def module_code(url: str, sha256: str | None) -> dict[str, Any]:
-    """How the EnvoyFilter's ``vm_config.code`` fetches the module for ``url``.
-
-    Raises:
-        IstioConfigError: oci:// (Envoy cannot pull OCI images; only the WasmPlugin path can).
-    """
-    parts = urlsplit(url)
-    if parts.scheme == "file":
-        return {"local": parts.path}
-    if parts.scheme in ("http", "https"):
-        port = parts.port or (443 if parts.scheme == "https" else 80)
-        if sha256 is None:
-            raise IstioConfigError("sha256: required for an http(s) module URL (Envoy checks the download against it)")
-        return {"uri": url, "cluster": istio_cluster_name(parts.hostname, port), "sha256": sha256}
-    raise IstioConfigError(f"url: {url!r}: the EnvoyFilter variant can load file:// and http(s):// modules only; "
-                           "Envoy cannot pull oci:// images (use the WasmPlugin variant)")
+def _check_name(value: str, field_name: str) -> None:
+    if not isinstance(value, str) or len(value) > 63 or not _DNS_LABEL_RE.match(value):
+        raise IstioConfigError(f"{field_name}: {value!r} must be a DNS-1123 label (lower-case alphanumerics and "
+                               "'-', at most 63 characters)")
 
 
-def _yaml_block(value: Any, indent: int) -> str:
-    text = yaml.safe_dump(value, sort_keys=False, default_flow_style=False, allow_unicode=True, width=1000)
-    pad = " " * indent
-    return "\n".join(pad + line for line in text.rstrip("\n").splitlines())
-
-
-def _env() -> jinja2.Environment:
-    env = jinja2.Environment(loader=jinja2.FileSystemLoader(TEMPLATES), undefined=jinja2.StrictUndefined,
-                             keep_trailing_newline=True, trim_blocks=True, lstrip_blocks=True)
-    env.filters["yaml_block"] = _yaml_block
-    return env
-
-
-def _check_params(p: IstioParams) -> None:
+def check_params(p: IstioParams) -> None:
+    """Refuse parameter values Istio or Kubernetes would refuse or misapply, naming the field."""
     if p.kind not in KIND_CHOICES:
         raise IstioConfigError(f"kind: {p.kind!r} is not one of {', '.join(KIND_CHOICES)}")
-    for name, value, allowed in (("phase", p.phase, PHASES), ("failStrategy", p.fail_strategy, FAIL_STRATEGIES),
+    strategies = (*FAIL_STRATEGIES, *FAIL_STRATEGY_ALIASES)
+    for name, value, allowed in (("phase", p.phase, PHASES), ("failStrategy", p.fail_strategy, strategies),
                                  ("match.mode", p.match_mode, MATCH_MODES),
-                                 ("imagePullPolicy", p.image_pull_policy, PULL_POLICIES)):
+                                 ("imagePullPolicy", p.image_pull_policy, PULL_POLICIES),
+                                 ("backend.imagePullPolicy", p.backend.image_pull_policy, PULL_POLICIES)):
         if value not in allowed:
             raise IstioConfigError(f"{name}: {value!r} is not one of {', '.join(allowed)}")
     scheme = urlsplit(p.url).scheme
     if scheme not in ("oci", "http", "https", "file") or "://" not in p.url:
         raise IstioConfigError(f"url: {p.url!r} must start with oci://, http://, https:// or file://")
-    if p.sha256 is None:
-        if scheme != "oci":
-            raise IstioConfigError(f"sha256: required for a {scheme}:// module URL (pass the built .wasm or --sha256)")
-    else:
-        check_sha256(p.sha256, "sha256")
     check_labels(p.selector, "selector.matchLabels")
     for port in p.ports:
-        if not isinstance(port, int) or not 1 <= port <= 65535:
+        if isinstance(port, bool) or not isinstance(port, int) or not 1 <= port <= 65535:
             raise IstioConfigError(f"match.ports: {port!r} is not a port number 1-65535")
+    twice = sorted({port for port in p.ports if p.ports.count(port) > 1})
+    if twice:
+        raise IstioConfigError(f"match.ports: {twice} listed more than once")
+    for value, name in ((p.namespace, "namespace"), (p.backend.namespace, "backend.namespace"),
+                        (p.backend.name, "backend.name")):
+        _check_name(value, name)
+    if not re.fullmatch(r"[a-z0-9]([-a-z0-9.]*[a-z0-9])?", p.secret_name or "") or len(p.secret_name) > 253:
+        raise IstioConfigError(f"secretName: {p.secret_name!r} must name a Secret (a DNS-1123 subdomain): the keys "
+                               "are always referenced from a Secret, never written into a manifest")
+    b = p.backend
+    if b.replicas < 1 or not 1 <= b.port <= 65535:
+        raise IstioConfigError("backend.replicas / backend.port: replicas >= 1 and a port 1-65535")
+    if not b.image or any(c.isspace() for c in b.image):
+        raise IstioConfigError(f"backend.image: {b.image!r} is not an image reference")
+    for name in ("cpu_request", "memory_request", "memory_limit", "cpu_limit"):
+        value = getattr(b, name)
+        if value is not None and not _QUANTITY_RE.match(str(value)):
+            raise IstioConfigError(f"backend.{name}: {value!r} is not a Kubernetes quantity (e.g. 250m, 128Mi)")
+    check_labels(b.namespace_labels, "backend.namespaceLabels")
+    if not p.trust_domain or "/" in p.trust_domain:
+        raise IstioConfigError(f"trustDomain: {p.trust_domain!r} must be the mesh trust domain, e.g. cluster.local")
+
+
+def check_plugin_config(p: IstioParams, config: dict[str, Any], warnings: list[str]) -> None:
+    """The filter's schema, the direction, and no secret literal unless allowed.
+
+    Raises:
+        PluginConfigError: unknown key or schema violation, as ``pluginConfig.<key>: ...``.
+        IstioConfigError: a direction contradicting the match mode; an inline secret.
+    """
+    known = pluginconfig.schema()["properties"]
+    unknown = [k for k in config if k not in known]
+    if unknown:
+        raise pluginconfig.PluginConfigError(
+            f"pluginConfig.{unknown[0]}: unknown key (not in filter/config.schema.json; known: {', '.join(known)})")
+    try:
+        pluginconfig.validate(config)
+    except pluginconfig.PluginConfigError as exc:
+        raise pluginconfig.PluginConfigError(str(exc).replace("plugin config $", "pluginConfig", 1)) from None
+    direction = config.get("traffic_direction", "outbound")
+    expected = {"CLIENT": "outbound", "SERVER": "inbound"}.get(p.match_mode)
+    if expected and direction != expected:
+        raise IstioConfigError(f"pluginConfig.traffic_direction: {direction!r} contradicts match mode "
+                               f"{p.match_mode} (expected {expected!r})")
+    if p.match_mode == "CLIENT_AND_SERVER":
+        warnings.append(f"match mode CLIENT_AND_SERVER: spans are labelled traffic_direction={direction!r} "
+                        "for both directions")
+    for literal, (env_key, _) in SECRET_CONFIG_KEYS.items():
+        if config.get(literal):
+            if not p.allow_inline_secrets:
+                raise IstioConfigError(
+                    f"pluginConfig.{literal}: a literal secret would be readable by anyone who can read the "
+                    f"WasmPlugin/EnvoyFilter and by every proxy's config dump; leave it empty so the filter reads "
+                    f"${config.get(env_key, pluginconfig.defaults()[env_key])} from the Secret, or pass "
+                    "--allow-inline-secrets")
+            warnings.append(f"pluginConfig.{literal} is a literal in the rendered manifests (--allow-inline-secrets): "
+                            "keep these files out of version control")
 
 
 def _kinds_for(p: IstioParams, config: dict[str, Any], warnings: list[str]) -> list[str]:
@@ -238,7 +202,7 @@ def _kinds_for(p: IstioParams, config: dict[str, Any], warnings: list[str]) -> l
             f"pluginConfig.lookup_methods: {body_methods} need request bodies held before the lookup, which requires "
             "allow_on_headers_stop_iteration; a WasmPlugin cannot set it - render --kind envoyfilter")
     if p.kind == "envoyfilter" and oci:
-        module_code(p.url, p.sha256)  # raises with the reason
+        mesh.module_code(p.url, p.sha256)  # raises with the reason
     if p.kind != "both":
         return [p.kind]
     if body_methods and oci:
@@ -255,116 +219,120 @@ def _kinds_for(p: IstioParams, config: dict[str, Any], warnings: list[str]) -> l
     return list(KINDS)
 
 
-def _check_direction(p: IstioParams, config: dict[str, Any], warnings: list[str]) -> None:
-    direction = config.get("traffic_direction", "outbound")
-    expected = {"CLIENT": "outbound", "SERVER": "inbound"}.get(p.match_mode)
-    if expected and direction != expected:
-        raise IstioConfigError(f"pluginConfig.traffic_direction: {direction!r} contradicts match mode "
-                               f"{p.match_mode} (expected {expected!r})")
-    if p.match_mode == "CLIENT_AND_SERVER":
-        warnings.append(f"match mode CLIENT_AND_SERVER: spans are labelled traffic_direction={direction!r} "
-                        "for both directions")
+def _operator_notes(p: IstioParams) -> list[str]:
+    notes = []
+    strategy = p.istio_fail_strategy
+    if strategy == "FAIL_RELOAD":
+        notes.append("failStrategy FAIL_RELOAD needs Istio >= 1.27; a trap answers 503 for about 1 s on that worker "
+                     "until the new VM is up (docs/deploy.md)")
+    elif strategy == "FAIL_CLOSE":
+        notes.append("failStrategy FAIL_CLOSE: after a VM failure every request of the selected workloads gets a 503 "
+                     "until their pods restart (docs/deploy.md)")
+    if p.backend_url is None and not p.client_service_accounts:
+        notes.append(f"authorizationpolicy.yaml admits every mTLS workload of namespace {p.namespace!r}; pass "
+                     "--client-service-account NAMESPACE/SA for the selected workloads only")
+    if p.backend_url is None and p.backend.replicas == 1:
+        notes.append("backend.replicas 1: a node drain or a crash takes the backend away (the filter then fails "
+                     "open: every request goes upstream)")
+    return notes
 
 
-# -- the whole rendering -----------------------------------------------------------------------------
-def render(p: IstioParams, *, wasm_for_boot: Path | None = None) -> Rendered:
-    """Render and validate every manifest for ``p``; write nothing.
+def _build(p: IstioParams, sha256: str | None, config: dict[str, Any], kinds: list[str],
+           backend: mesh.Backend) -> dict[str, list[dict[str, Any]]]:
+    env = consistency.secret_env_needed(config)
+    env_keys = [name for name, _ in env]
+    docs: dict[str, list[dict[str, Any]]] = {}
+    if p.backend_url is None:
+        docs["namespace.yaml"] = [kube.namespace(p.backend)]
+        docs["backend.yaml"] = kube.backend_resources(p.backend, p.secret_name)
+        docs["authorizationpolicy.yaml"] = [mesh.authorization_policy(p)]
+    else:
+        if p.service_entry:
+            docs["serviceentry.yaml"] = [mesh.service_entry(p, backend)]
+        if backend.tls:
+            docs["destinationrule.yaml"] = [mesh.destination_rule(p, backend)]
+    if "wasmplugin" in kinds:
+        docs["wasmplugin.yaml"] = [mesh.wasm_plugin(p, sha256, config, env_keys)]
+    if "envoyfilter" in kinds:
+        docs["envoyfilter.yaml"] = [mesh.envoy_filter(p, sha256, config, env_keys)]
+    if env:
+        docs["sidecar-secret-env.yaml"] = [kube.sidecar_env_patch(p, env)]
+    return docs
 
-    ``wasm_for_boot``: when given, the plugin config must also boot the real local Envoy with that
-    module (``validate.boot_in_envoy``); None skips that check.
+
+class _Dumper(yaml.SafeDumper):
+    """Plain YAML: a dict used twice (the probes' httpGet) is written twice, never as an anchor."""
+
+    def ignore_aliases(self, data: Any) -> bool:
+        return True
+
+
+def dump(name: str, docs: list[dict[str, Any]]) -> str:
+    """YAML text of one file: the heading comment, then the documents (``---`` between them)."""
+    head = "".join(f"# {line}\n" for line in [f"{MARK}. Re-render instead of editing.", *FILES[name].splitlines()])
+    body = "---\n".join(yaml.dump(d, Dumper=_Dumper, sort_keys=False, default_flow_style=False, allow_unicode=True,
+                                  width=1000) for d in docs)
+    return head + body
+
+
+def _validate(docs: dict[str, list[dict[str, Any]]]) -> None:
+    from .kubeschema import KubeSchemaError, check_definition
+
+    for name, items in docs.items():
+        try:
+            if name == "sidecar-secret-env.yaml":
+                for container in items[0]["spec"]["template"]["spec"]["containers"]:
+                    check_definition(container, "io.k8s.api.core.v1.Container", "istio-proxy container")
+            else:
+                for doc in items:
+                    check_manifest(doc)
+        except (IstioConfigError, KubeSchemaError) as exc:
+            raise IstioConfigError(f"{name}: {exc}") from None
+    patch = docs.get("sidecar-secret-env.yaml", [None])[0]
+    consistency.check_rendered([d for n, items in docs.items() if n != "sidecar-secret-env.yaml" for d in items], patch)
+
+
+def render(p: IstioParams, *, boot: bool = False) -> Rendered:
+    """Build, validate and dump every manifest for ``p``; write nothing.
+
+    ``boot``: also start the real local Envoy once with the plugin config and ``p.module``
+    (``validate.boot_in_envoy``), giving the VM throwaway keys in the variables it reads.
 
     Raises:
-        IstioConfigError: a parameter or resource Istio would refuse; the message names the field.
+        IstioConfigError: a parameter or resource Istio or Kubernetes would refuse, a module whose
+            digest is not its build record's, a broken reference; the message names the field.
         PluginConfigError: the plugin config fails the filter's schema (names the key).
     """
-    _check_params(p)
-    backend = parse_backend_url(p.backend_url)
-    warnings: list[str] = []
-    if p.plugin_config is None:
-        source_config, source = default_plugin_config()
-        warnings.append(f"pluginConfig from {source}")
-    else:
-        source_config = p.plugin_config
-    config, notes = deployed_plugin_config(source_config, backend)
-    warnings += notes
-    known = pluginconfig.schema()["properties"]
-    unknown = [k for k in config if k not in known]
-    if unknown:
-        raise pluginconfig.PluginConfigError(
-            f"pluginConfig.{unknown[0]}: unknown key (not in filter/config.schema.json; known: {', '.join(known)})")
-    try:
-        pluginconfig.validate(config)
-    except pluginconfig.PluginConfigError as exc:
-        raise pluginconfig.PluginConfigError(str(exc).replace("plugin config $", "pluginConfig", 1)) from None
-    _check_direction(p, config, warnings)
+    check_params(p)
+    sha256 = resolve_digest(p.url, p.sha256, p.module)
+    backend = backend_of(p)
+    config, warnings = deployed_plugin_config(p.plugin_config, backend)
+    check_plugin_config(p, config, warnings)
+    mesh.client_principals(p)  # refuses a malformed NAMESPACE/SA before anything is built
     kinds = _kinds_for(p, config, warnings)
-    if p.fail_strategy != "FAIL_OPEN":
-        warnings.append(f"failStrategy {p.fail_strategy}: a failing cache module will affect traffic "
-                        "(FAIL_OPEN is the safe choice for a cache)")
-
-    env = _env()
-    common = dict(name=p.name, namespace=p.namespace, selector=p.selector, resource_labels=RESOURCE_LABELS)
-    files: dict[str, str] = {}
-    if "wasmplugin" in kinds:
-        files["wasmplugin.yaml"] = env.get_template("wasmplugin.yaml.j2").render(
-            **common, url=p.url, sha256=p.sha256, image_pull_policy=p.image_pull_policy, phase=p.phase,
-            priority=p.priority, fail_strategy=p.fail_strategy, match_mode=p.match_mode, ports=p.ports,
-            plugin_config=config)
-    if "envoyfilter" in kinds:
-        patches = [{"context": ctx, "port": port} for ctx in _CONTEXTS[p.match_mode] for port in (p.ports or [None])]
-        files["envoyfilter.yaml"] = env.get_template("envoyfilter.yaml.j2").render(
-            **common, patches=patches, code=module_code(p.url, p.sha256),
-            plugin_config_json=json.dumps(config, separators=(",", ":")),
-            failure_policy=_ENVOY_FAILURE_POLICY[p.fail_strategy])
-    backend_vars = dict(backend_host=backend.host, backend_port=backend.port, backend_cluster=backend.cluster,
-                        backend_location=backend.location)
-    if p.service_entry:
-        files["serviceentry.yaml"] = env.get_template("serviceentry.yaml.j2").render(**common, **backend_vars)
-    if backend.tls:
-        files["destinationrule.yaml"] = env.get_template("destinationrule.yaml.j2").render(**common, **backend_vars)
-
-    resources = {}
-    for fname, text in files.items():
-        try:
-            doc = yaml.safe_load(text)
-            resources[fname] = check_manifest(doc)
-        except yaml.YAMLError as exc:  # a template bug, not a user error: still refuse to write
-            raise IstioConfigError(f"{fname}: rendered YAML does not parse: {exc}") from None
-        except IstioConfigError as exc:
-            raise IstioConfigError(f"{fname}: {exc}") from None
-    _check_roundtrip(resources, config)
-
-    rendered = Rendered(files=files, resources=resources, plugin_config=config, warnings=warnings)
-    if wasm_for_boot is not None:
+    docs = _build(p, sha256, config, kinds, backend)
+    _validate(docs)
+    files = {name: dump(name, items) for name, items in docs.items()}
+    for name, text in files.items():
+        if [d for d in yaml.safe_load_all(text) if d is not None] != docs[name]:
+            raise IstioConfigError(f"{name}: the YAML does not read back as the validated resources")
+    rendered = Rendered(files=files, resources=docs, plugin_config=config, sha256=sha256,
+                        warnings=warnings + _operator_notes(p))
+    if boot:
         from .validate import boot_in_envoy
 
-        rendered.boot = boot_in_envoy(config, wasm_for_boot)
+        if p.module is None:
+            raise IstioConfigError("module: the Envoy check needs the local module (--wasm)")
+        vm_env = {name: secrets.token_hex(32) for name, _ in consistency.secret_env_needed(config)}
+        rendered.boot = boot_in_envoy(config, p.module, vm_env=vm_env)
         if not rendered.boot.ok:
             raise IstioConfigError(f"pluginConfig: does not load in the real Envoy: {rendered.boot.message}")
     return rendered
 
 
-def _check_roundtrip(resources: dict[str, dict[str, Any]], config: dict[str, Any]) -> None:
-    """The plugin config each resource carries is exactly the validated one."""
-    wp = resources.get("wasmplugin.yaml")
-    if wp is not None and wp["spec"]["pluginConfig"] != config:
-        raise IstioConfigError("wasmplugin.yaml spec.pluginConfig: differs from the validated plugin config")
-    ef = resources.get("envoyfilter.yaml")
-    if ef is not None:
-        for i, patch in enumerate(ef["spec"]["configPatches"]):
-            value = patch["patch"]["value"]["typed_config"]["config"]["configuration"]["value"]
-            if json.loads(value) != config:
-                raise IstioConfigError(f"envoyfilter.yaml spec.configPatches[{i}] configuration: differs from the "
-                                       "validated plugin config")
-
-
-#: files `write` owns in an output directory (removed when a new rendering does not produce them)
-OWNED_FILES = ("wasmplugin.yaml", "envoyfilter.yaml", "serviceentry.yaml", "destinationrule.yaml")
-
-
 def write(rendered: Rendered, out_dir: Path) -> list[Path]:
-    """Write the rendered files into ``out_dir``; remove owned files this rendering did not
-    produce (a stale alternative left beside a new one could be applied by mistake)."""
+    """Write the rendered files into ``out_dir``; remove files of earlier renderings that this one
+    did not produce (a stale alternative left beside a new one could be applied by mistake)."""
     out_dir = Path(out_dir)
     out_dir.mkdir(parents=True, exist_ok=True)
     written = []
@@ -373,6 +341,6 @@ def write(rendered: Rendered, out_dir: Path) -> list[Path]:
         if name in rendered.files:
             path.write_text(rendered.files[name])
             written.append(path)
-        elif path.exists() and "Rendered by `sp-istio-cache istio render`" in path.read_text(errors="replace"):
+        elif path.exists() and MARK in path.read_text(errors="replace"):
             path.unlink()
     return written

@@ -1,7 +1,8 @@
-"""Checks run before any Istio manifest is written or applied.
+"""Checks run before any manifest is written or applied.
 
-- ``check_manifest``: one rendered resource against the schema of the Istio fields we use
-  (``schemas/*.schema.json``, written from Istio's API reference);
+- ``check_manifest``: one rendered resource against its schema: an Istio resource against the
+  schema of the Istio fields we use (``schemas/*.schema.json``, written from Istio's API
+  reference), a Kubernetes resource against the Kubernetes OpenAPI schema (``kubeschema``);
 - ``check_sha256`` / ``check_labels``: the formats Istio and Kubernetes accept, with messages that
   name the field;
 - ``inspect_module``: the ``.wasm`` is a core module exporting the proxy-wasm ABI;
@@ -33,7 +34,10 @@ KIND_SCHEMAS = {
     "EnvoyFilter": "envoyfilter.schema.json",
     "ServiceEntry": "serviceentry.schema.json",
     "DestinationRule": "destinationrule.schema.json",
+    "AuthorizationPolicy": "authorizationpolicy.schema.json",
 }
+#: Kubernetes kinds rendered (validated by ``kubeschema`` against the Kubernetes OpenAPI schemas)
+KUBE_KINDS = ("Namespace", "ServiceAccount", "Deployment", "Service", "PodDisruptionBudget")
 SHA256_RE = re.compile(r"^[a-f0-9]{64}$")
 _LABEL_NAME_RE = re.compile(r"^[A-Za-z0-9]([-A-Za-z0-9_.]*[A-Za-z0-9])?$")
 _DNS_SUBDOMAIN_RE = re.compile(r"^[a-z0-9]([-a-z0-9]*[a-z0-9])?(\.[a-z0-9]([-a-z0-9]*[a-z0-9])?)*$")
@@ -125,12 +129,20 @@ def check_manifest(doc: Any) -> dict[str, Any]:
     Raises:
         IstioConfigError: ``<Kind> <field.path>: <complaint>`` for the first error.
     """
+    from .kubeschema import KubeSchemaError, check_kube_resource
+
     if not isinstance(doc, dict):
         raise IstioConfigError(f"manifest: expected a mapping, got {type(doc).__name__}")
     kind = doc.get("kind")
+    if kind in KUBE_KINDS:
+        try:
+            return check_kube_resource(doc)
+        except KubeSchemaError as exc:
+            raise IstioConfigError(str(exc)) from None
     if kind not in KIND_SCHEMAS:
-        raise IstioConfigError(f"kind: {kind!r} is not one of {', '.join(KIND_SCHEMAS)}")
-    errors = sorted(_validator(kind).iter_errors(doc), key=lambda e: (len(e.absolute_path), list(map(str, e.absolute_path))))
+        raise IstioConfigError(f"kind: {kind!r} is not one of {', '.join((*KIND_SCHEMAS, *KUBE_KINDS))}")
+    errors = sorted(_validator(kind).iter_errors(doc),
+                    key=lambda e: (len(e.absolute_path), list(map(str, e.absolute_path))))
     if errors:
         err = errors[0]
         best = jsonschema.exceptions.best_match([err])
@@ -139,6 +151,8 @@ def check_manifest(doc: Any) -> dict[str, Any]:
         check_labels(doc["spec"]["selector"]["matchLabels"], "spec.selector.matchLabels")
     elif kind == "EnvoyFilter":
         check_labels(doc["spec"]["workloadSelector"]["labels"], "spec.workloadSelector.labels")
+    elif kind == "AuthorizationPolicy":
+        check_labels(doc["spec"]["selector"]["matchLabels"], "spec.selector.matchLabels")
     return doc
 
 
@@ -213,12 +227,16 @@ class BootReport:
 
 
 def equivalent_envoy_config(plugin_config: dict[str, Any], wasm: Path, *, upstream_port: int = 9,
-                            backend_port: int = 9) -> str:
+                            backend_port: int = 9, vm_env: dict[str, str] | None = None) -> str:
     """The local Envoy bootstrap equivalent to the sidecar's: the workbench template
     (``envoyconf``, variant ``filter``: same Wasm filter config with FAIL_OPEN and
     allow_on_headers_stop_iteration, inserted before the router) carrying ``plugin_config``
     byte for byte, with the backend cluster named as the plugin config names it (Istio's
     ``outbound|PORT||HOST``) instead of the workbench's own name.
+
+    ``vm_env``: environment variables the VM sees (``vm_config.environment_variables.key_values``):
+    in the mesh the same names come from the istio-proxy container (``host_env_keys``); the filter
+    reads them the same way (WASI ``environ_get``).
 
     Raises:
         PluginConfigError: the plugin config fails the filter's schema.
@@ -229,19 +247,25 @@ def equivalent_envoy_config(plugin_config: dict[str, Any], wasm: Path, *, upstre
         variant="filter", upstream_port=upstream_port, backend_port=backend_port, wasm_path=Path(wasm),
         plugin_config=plugin_config))
     cluster = plugin_config.get("backend_cluster", envoyconf.BACKEND_CLUSTER)
-    if cluster == envoyconf.BACKEND_CLUSTER:
+    if cluster == envoyconf.BACKEND_CLUSTER and not vm_env:
         return rendered
     doc = yaml.safe_load(rendered)
     for c in doc["static_resources"]["clusters"]:
         if c["name"] == envoyconf.BACKEND_CLUSTER:
             c["name"] = cluster
             c["load_assignment"]["cluster_name"] = cluster
+    if vm_env:
+        for listener in doc["static_resources"]["listeners"]:
+            for f in listener["filter_chains"][0]["filters"][0]["typed_config"]["http_filters"]:
+                if f["name"] == "envoy.filters.http.wasm":
+                    f["typed_config"]["config"]["vm_config"]["environment_variables"] = {"key_values": dict(vm_env)}
     return yaml.safe_dump(doc, sort_keys=False)
 
 
 def boot_in_envoy(plugin_config: dict[str, Any], wasm: Path, *, workdir: Path | None = None,
-                  timeout_s: float = 30.0) -> BootReport:
-    """Start the real local Envoy once with ``plugin_config`` and stop it.
+                  timeout_s: float = 30.0, vm_env: dict[str, str] | None = None) -> BootReport:
+    """Start the real local Envoy once with ``plugin_config`` (and ``vm_env``, see
+    ``equivalent_envoy_config``) and stop it.
 
     Passes when Envoy becomes ready (a filter that refuses its configuration makes Envoy exit)
     and the filter's root context has defined its ``sp_cache.*`` metrics (it configured).
@@ -249,13 +273,14 @@ def boot_in_envoy(plugin_config: dict[str, Any], wasm: Path, *, workdir: Path | 
     """
     from ..runtime import EnvoyStartError, LocalRuntime
 
-    config = equivalent_envoy_config(plugin_config, wasm)
+    config = equivalent_envoy_config(plugin_config, wasm, vm_env=vm_env)
     with tempfile.TemporaryDirectory(prefix="sp-istio-cache-validate-") as tmp:
         runtime = LocalRuntime(config, Path(workdir or tmp), concurrency=1)
         try:
             runtime.start()
             runtime.wait_ready(timeout_s=timeout_s)
-            metrics = sorted(k.removeprefix("wasmcustom.") for k in runtime.stats() if k.startswith("wasmcustom.sp_cache."))
+            metrics = sorted(k.removeprefix("wasmcustom.") for k in runtime.stats()
+                             if k.startswith("wasmcustom.sp_cache."))
         except EnvoyStartError as exc:
             return BootReport(ok=False, message=str(exc), config_yaml=config)
         finally:

@@ -1,0 +1,31 @@
+;; FAKE proxy-wasm guest, for the metric-name test only (never a filter).
+;; ABI 0.2.1. It defines a counter `sp_cache.hit_fake` and a histogram `sp_cache.lookup_duration_us`
+;; (the filter's names, docs/protocol.md) and, on every request, adds 1 to the counter and
+;; records 1500 in the histogram, so a test can read how Envoy names them for Prometheus.
+(module
+  (import "env" "proxy_define_metric" (func $define (param i32 i32 i32 i32) (result i32)))
+  (import "env" "proxy_increment_metric" (func $increment (param i32 i64) (result i32)))
+  (import "env" "proxy_record_metric" (func $record (param i32 i64) (result i32)))
+  (memory (export "memory") 1)
+  (global $heap (mut i32) (i32.const 4096))
+  (data (i32.const 16) "sp_cache.hit_fake")
+  (data (i32.const 48) "sp_cache.lookup_duration_us")
+  (func (export "proxy_abi_version_0_2_1"))
+  (func (export "proxy_on_memory_allocate") (param $size i32) (result i32)
+    (local $p i32)
+    (local.set $p (global.get $heap))
+    (global.set $heap (i32.and (i32.add (i32.add (global.get $heap) (local.get $size)) (i32.const 7)) (i32.const -8)))
+    (local.get $p))
+  (func (export "proxy_on_vm_start") (param i32 i32) (result i32) (i32.const 1))
+  ;; metric ids land at 96 (counter, type 0) and 100 (histogram, type 2)
+  (func (export "proxy_on_configure") (param i32 i32) (result i32)
+    (drop (call $define (i32.const 0) (i32.const 16) (i32.const 17) (i32.const 96)))
+    (drop (call $define (i32.const 2) (i32.const 48) (i32.const 27) (i32.const 100)))
+    (i32.const 1))
+  (func (export "proxy_on_context_create") (param i32 i32))
+  (func (export "proxy_on_request_headers") (param i32 i32 i32) (result i32)
+    (drop (call $increment (i32.load (i32.const 96)) (i64.const 1)))
+    (drop (call $record (i32.load (i32.const 100)) (i64.const 1500)))
+    (i32.const 0))
+  (func (export "proxy_on_done") (param i32) (result i32) (i32.const 1))
+  (func (export "proxy_on_delete") (param i32)))
