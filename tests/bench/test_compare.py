@@ -1,10 +1,12 @@
-"""`sp-istio-cache compare`: per-cell ratios and a non-zero exit past the tolerance."""
+"""`sp-istio-cache compare`: per-cell ratios of the medians over repetitions (FAKE run
+directories) and a non-zero exit past the tolerance."""
 
 from __future__ import annotations
 
 from typer.testing import CliRunner
 
-from sp_istio_cache.analysis.compare import compare_runs
+from sp_istio_cache.analysis.compare import compare_frames
+from sp_istio_cache.analysis.results import build_frame
 from sp_istio_cache.cli import app
 
 from .fakes import write_run
@@ -17,6 +19,10 @@ def _run(path, factor: float, rss: float = 50e6):
         "baseline": {"latencies_us": BASE, "outcome": "NONE", "rss": 50e6},
         "filter": {"latencies_us": [round(v * factor) for v in BASE], "outcome": "MISS", "rss": rss},
     }, sizes=(1024, 262144))
+
+
+def compare_runs(a, b, tolerance):
+    return compare_frames(build_frame(a), build_frame(b), tolerance)
 
 
 def test_regression_past_tolerance_exits_1(tmp_path):
@@ -48,4 +54,4 @@ def test_missing_run_is_a_clear_error(tmp_path):
     a = _run(tmp_path / "a", 1.0)
     result = CliRunner().invoke(app, ["compare", str(a), str(tmp_path / "nope")])
     assert result.exit_code == 2
-    assert "nope/results.parquet: no results" in result.output.replace("\n", "")
+    assert f"{tmp_path / 'nope'}/run.json: no run manifest" in result.output.replace("\n", "")

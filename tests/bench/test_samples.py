@@ -9,8 +9,14 @@ import pytest
 
 from sp_istio_cache.analysis.results import build_frame
 from sp_istio_cache.bench.keys import is_hot, request_path
-from sp_istio_cache.bench.samples import (SampleRecorder, SamplesError, brute_force_percentile, load_samples,
-                                          outcome_of, summarize)
+from sp_istio_cache.bench.samples import (
+    SampleRecorder,
+    SamplesError,
+    brute_force_percentile,
+    load_samples,
+    outcome_of,
+    summarize,
+)
 
 from .fakes import write_run
 
@@ -80,6 +86,28 @@ def test_bad_samples_file_names_the_file(tmp_path, content, message):
     assert str(path) in str(info.value)
 
 
+def test_a_missing_key_is_an_error_naming_file_and_key(tmp_path):
+    rec = SampleRecorder()
+    rec.record(100, outcome="HIT", status=200)
+    doc = rec.as_json()
+    del doc["slots"]
+    path = tmp_path / "samples.json"
+    path.write_text(json.dumps(doc))
+    with pytest.raises(SamplesError, match=rf"{path}: slots: missing"):
+        load_samples([path])
+
+
+def test_summarize_takes_what_load_samples_returns(tmp_path):
+    """Issue 14: summarize(load_samples(...)) raised AttributeError."""
+    rec = SampleRecorder()
+    for us in (100, 200, 300, 400):
+        rec.record(us, outcome="HIT" if us < 300 else "MISS", status=200)
+    rec.write(tmp_path / "samples.json")
+    cell = load_samples([tmp_path / "samples.json"])
+    assert summarize(cell)["p50_us"] == 200 and summarize(cell)["max_us"] == 400
+    assert summarize(cell, "MISS")["min_us"] == 300
+
+
 def test_missing_samples_file_names_the_file(tmp_path):
     with pytest.raises(SamplesError, match=str(tmp_path / "nope.json")):
         load_samples([tmp_path / "nope.json"])
@@ -118,3 +146,5 @@ def test_hot_share_is_exact_in_any_window(h):
 def test_request_path_encodes_cache_control():
     assert request_path(1024, "hot-3", seed="1", cache_control="max-age=600") == \
         "/bytes/1024?seed=1&cache_control=max-age%3D600&k=hot-3"
+    assert request_path(1024, "hot-3", cache_control="max-age=60", delay_ms=25) == \
+        "/bytes/1024?seed=1&cache_control=max-age%3D60&delay_ms=25&k=hot-3"

@@ -13,7 +13,7 @@ from pathlib import Path
 
 import pandas as pd
 
-from .results import CELL_COLUMNS, load_results
+from .results import CELL_COLUMNS, build_frame
 
 #: (column, ratio column, True when a higher value is worse)
 METRICS = (("p50_us", "p50", True), ("p99_us", "p99", True), ("rps", "rps", False),
@@ -49,14 +49,13 @@ def compare_frames(a: pd.DataFrame, b: pd.DataFrame, tolerance: float = 0.10) ->
     cols = [c for c, _, _ in METRICS]
 
     def all_rows(frame: pd.DataFrame) -> pd.DataFrame:
-        return frame[frame["outcome"] == "ALL"][CELL_COLUMNS + cols]
+        return frame[frame["outcome"] == "ALL"][["cell_id", *CELL_COLUMNS, *cols]]
 
     merged = all_rows(a).merge(all_rows(b), on=CELL_COLUMNS, how="outer", suffixes=("_a", "_b"),
                                indicator=True)
 
     def label(row: pd.Series) -> str:
-        return (f"{row['variant']} payload={row['payload_bytes']} body={row['request_body_bytes']} "
-                f"h={row['target_hit_ratio']:g} {row['mode']} users={row['users']} rate={row['target_rate']:g}")
+        return str(row["cell_id_a"] if isinstance(row.get("cell_id_a"), str) else row["cell_id_b"])
 
     only_a = [label(r) for _, r in merged[merged["_merge"] == "left_only"].iterrows()]
     only_b = [label(r) for _, r in merged[merged["_merge"] == "right_only"].iterrows()]
@@ -78,12 +77,13 @@ def compare_frames(a: pd.DataFrame, b: pd.DataFrame, tolerance: float = 0.10) ->
 
 
 def compare_runs(run_a: Path, run_b: Path, tolerance: float = 0.10) -> Comparison:
-    """Load two runs (directories or results.parquet files) and compare them.
+    """Read two run directories (medians over their repetitions) and compare them.
 
     Raises:
-        ResultsError: a run has no readable results; ValueError: the runs share no cell.
+        RecordError / ResultsError / SamplesError: a run is unreadable; ValueError: the runs
+            share no cell.
     """
-    result = compare_frames(load_results(run_a), load_results(run_b), tolerance)
+    result = compare_frames(build_frame(run_a), build_frame(run_b), tolerance)
     if result.table.empty:
         raise ValueError(f"{run_a} and {run_b} have no cell in common")
     return result

@@ -1,10 +1,10 @@
-"""Terminal tables for a run summary and a comparison (rich; no plotting here)."""
+"""The terminal table of a comparison between two runs (rich; no plotting here). A run's own
+summary table is :mod:`sp_istio_cache.bench.summary`."""
 
 from __future__ import annotations
 
 import math
 
-import pandas as pd
 from rich.console import Console
 from rich.table import Table
 
@@ -13,34 +13,6 @@ from .compare import Comparison
 
 def _num(value: float, fmt: str = "{:,.0f}") -> str:
     return "-" if value is None or (isinstance(value, float) and math.isnan(value)) else fmt.format(value)
-
-
-def print_summary(frame: pd.DataFrame, console: Console) -> None:
-    """One line per cell (its ``ALL`` row): latency in µs, ratios to baseline, hit ratios, flags."""
-    table = Table(title="benchmark cells (ALL outcomes; latency in µs)")
-    for col in ("variant", "payload B", "target h", "hit (hdr)", "hit (upstream)", "requests", "rps",
-                "p50", "p99", "p99.9", "p50/base", "p99/base", "RSS MiB", "flags"):
-        table.add_column(col, justify="left" if col in ("variant", "flags") else "right")
-    for _, r in frame[frame["outcome"] == "ALL"].iterrows():
-        flags = []
-        if r["generator_limited"]:
-            flags.append(f"generator_limited ({r['generator_reason']})")
-        if r["upstream_mismatch"]:
-            flags.append(f"upstream {r['upstream_requests']} != {r['expected_upstream_requests']}")
-        if r["non_2xx"]:
-            flags.append(f"{r['non_2xx']} non-2xx")
-        if r.get("oom_killed", False):
-            flags.append(f"[bold red]OOM-killed[/] (Envoy, {r.get('envoy_phase') or 'load'})")
-        elif r.get("envoy_died", False):
-            flags.append(f"[bold red]Envoy died[/] ({r.get('envoy_phase') or 'load'})")
-        if r["missed_slots"]:
-            flags.append(f"{r['missed_slots']}/{r['slots']} slots missed")
-        table.add_row(r["variant"], f"{r['payload_bytes']:,}", f"{r['target_hit_ratio']:g}",
-                      f"{r['achieved_hit_ratio']:.3f}", f"{r['achieved_hit_ratio_upstream']:.3f}",
-                      f"{r['requests']:,}", _num(r["rps"]), _num(r["p50_us"]), _num(r["p99_us"]),
-                      _num(r["p999_us"]), _num(r["p50_ratio"], "{:.2f}"), _num(r["p99_ratio"], "{:.2f}"),
-                      _num(r["rss_mean_bytes"] / 2**20, "{:.1f}"), "; ".join(flags))
-    _wide(console).print(table)
 
 
 def _wide(console: Console) -> Console:

@@ -1,293 +1,124 @@
-"""The tidy results table: one row per cell × outcome (HIT, MISS, BYPASS, NONE, and ALL).
+"""A benchmark run as the report reads it, from its files only (``docs/bench-files.md``).
 
-Built offline from a run directory (``run.json`` + ``cells/<id>/cell.json`` + ``samples*.json``),
-so an old run can be re-tabled without re-running load. Saved as ``results.parquet`` and
-``results.csv`` (pandas writers).
+:func:`load_run` gives a :class:`RunData`:
 
-Columns (latencies in µs, sizes in bytes, CPU in seconds, rates in requests/s):
+- ``rows``: one row per cell × repetition × outcome (:func:`sp_istio_cache.bench.table.build_table`)
+  with the per-repetition ratios to the baseline and the generator floor of the same repetition
+  (:func:`sp_istio_cache.bench.repetitions.ratios_to_baseline`);
+- ``cells``: one row per cell × outcome, the median of every metric over the measured
+  repetitions with its order-statistic interval (``<m>_median``, ``<m>_ci_low``,
+  ``<m>_ci_high``, ``<m>_ci_level``; :func:`~sp_istio_cache.bench.repetitions.summarize_repetitions`),
+  plus the floor of the cell's (payload, request body, load): ``floor_cell``,
+  ``floor_p50_us_median`` / ``_ci_low`` / ``_ci_high``, ``floor_p99_us_median``,
+  ``floor_rps_median`` (NaN when the run has no such floor);
+- ``metrics``: the filter's own metrics per repetition (:func:`~sp_istio_cache.bench.table.filter_metrics`);
+- ``manifest`` (``run.json``) and ``profile`` (``profile.json`` when the run had one).
 
-- cell: ``cell_id``, ``variant``, ``payload_bytes``, ``request_body_bytes``, ``target_hit_ratio``,
-  ``mode`` (closed | rate), ``users``, ``target_rate``, ``duration_s``, ``hot_keys``,
-  ``latency_basis`` (service: send → response; intended: scheduled slot → response);
-- per outcome: ``outcome``, ``requests``, ``share`` (of the cell's requests), ``p50_us``,
-  ``p90_us``, ``p99_us``, ``p999_us``, ``max_us``, ``mean_us``, ``min_us``, ``rps``, ``non_2xx``;
-- ground truth: ``cell_requests``, ``achieved_hit_ratio`` (HIT / requests, from the response
-  headers), ``achieved_hit_ratio_upstream`` (1 − upstream requests / requests),
-  ``upstream_requests``, ``expected_upstream_requests``, ``upstream_mismatch``,
-  ``hot_requests``, ``cold_requests``, ``warmup_requests``, ``store_wait_ms``;
-- honesty: ``generator_limited``, ``generator_reason``, ``locust_cpu_fraction``, ``slots``,
-  ``missed_slots``, ``schedule_lag_p50_us``/``schedule_lag_p99_us`` (fixed rate: how late
-  requests left after their due time);
-- resources: ``rss_mean_bytes``, ``rss_max_bytes``, ``heap_allocated_max_bytes``,
-  ``heap_size_max_bytes``, ``buffered_body_bytes_max``, ``backend_entries``, ``backend_bytes``,
-  ``cpu_seconds`` (Envoy), ``cpu_s_per_1k_requests``, ``backend_cpu_seconds``,
-  ``upstream_cpu_seconds``; ``memory_basis`` says what ``rss_*`` measured: ``process_rss``
-  (local: the Envoy process RSS) or ``container_working_set`` (docker: cgroup usage minus
-  inactive file cache, what ``docker stats`` and the kubelet show); ``memory_anon_max_bytes``
-  (anonymous memory, one meaning under both runtimes); ``memory_peak_bytes`` (the runtime's own
-  peak: local ``VmHWM``; docker the cgroup ``max_usage`` since the container started, page cache
-  of the binary included);
-- runtime: ``runtime`` (local | docker), ``container_memory_max_bytes`` (highest raw cgroup
-  usage, the figure the limit is enforced on), ``memory_limit_bytes``, ``cpu_limit_cores``,
-  ``cpu_throttled_seconds`` (CFS throttled time during the cell), ``cpu_throttled_share``
-  (throttled CFS periods / periods), all NaN for local; ``oom_killed`` (the kernel's OOM killer
-  ended Envoy), ``envoy_died`` (Envoy ended during the cell, for any reason), ``envoy_phase``
-  (start | warm-up | load: where; empty when alive). A cell whose Envoy died before Locust ran has
-  one ``ALL`` row with ``requests`` 0 and NaN latencies;
-- against the baseline cell of the same (payload, body, hit ratio, load): ``p50_ratio``,
-  ``p99_ratio``, ``rps_ratio`` (this row over the baseline's ALL row), ``rss_over_baseline_bytes``,
-  ``cpu_s_per_1k_over_baseline`` (this cell minus the baseline: the buffering overhead).
-
-Outcome of a response: ``x-sp-cache`` for the filter variants; for ``envoy-cache`` a response with
-``Age`` is a HIT and one without a MISS; ``baseline`` responses are ``NONE``. The upstream check:
-filter variants must see MISS + BYPASS upstream requests; the others requests − HIT (every
-response that was not served from a cache reached the upstream).
+Nothing here starts a process or imports the runtime. A missing file or field raises the
+contract's error naming the file and key.
 """
 
 from __future__ import annotations
 
-import math
+from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
 
 import pandas as pd
 
-from ..bench import manifest
-from ..jsondoc import read_document
-from ..bench.samples import CellSamples, load_samples, summarize
+from ..bench.records import RunManifest, read_model, read_run
+from ..bench.repetitions import median_rows, ratios_to_baseline, summarize_repetitions
+from ..bench.table import FLOOR_COLUMNS, ResultsError, build_table, filter_metrics, write_table
 
-#: columns that identify a cell apart from its variant (the baseline is matched on these)
-POINT_COLUMNS = ["payload_bytes", "request_body_bytes", "target_hit_ratio", "mode", "users", "target_rate"]
+#: columns that identify a cell apart from its variant (``compare`` matches cells on these)
+POINT_COLUMNS = ["payload_bytes", "request_body_bytes", "target_hit_ratio", "upstream_delay_ms", "mode", "users",
+                 "target_rate", "profile_name"]
 CELL_COLUMNS = ["variant", *POINT_COLUMNS]
-FILTER_VARIANTS = ("filter", "filter-off")
-GENERATOR_CPU_LIMIT = 0.90
-RATE_FLOOR = 0.90
+#: extra per-cell columns carried from the rows into ``RunData.cells`` (first repetition's value)
+_CARRIED = ("traffic", "runtime", "upstream_kind", "latency_basis", "duration_s", "memory_basis")
 
 
-class ResultsError(ValueError):
-    """A run or cell directory is missing or malformed; the message names the path."""
+@dataclass(frozen=True)
+class RunData:
+    """A run's files as tables (see the module docstring)."""
+
+    run_dir: Path
+    manifest: RunManifest
+    rows: pd.DataFrame
+    cells: pd.DataFrame
+    metrics: pd.DataFrame
+    profile: Any | None
+
+    def cell_rows(self, cell_id: str, outcome: str = "ALL") -> pd.DataFrame:
+        """The per-repetition rows of one cell and outcome."""
+        return self.rows[(self.rows["cell_id"] == cell_id) & (self.rows["outcome"] == outcome)]
+
+    def summary(self, cell_id: str, outcome: str = "ALL") -> pd.Series | None:
+        """The summary row of one cell and outcome (None when the cell has no measured repetition)."""
+        found = self.cells[(self.cells["cell_id"] == cell_id) & (self.cells["outcome"] == outcome)]
+        return None if found.empty else found.iloc[0]
 
 
-def _read_cell(cell_dir: Path) -> dict[str, Any]:
-    return read_document(cell_dir / "cell.json", "sp-istio-cache/cell/1",
-                         missing="missing (the cell did not finish)", error=ResultsError)
+def _with_floor(cells: pd.DataFrame, rows: pd.DataFrame) -> pd.DataFrame:
+    """Add a few per-cell columns of the rows (``_CARRIED``) and the floor of every cell's
+    (payload, request body, load) to the summary rows. A profile's floor answers with the
+    profile's median size while its cells have no single size: they pair on the profile name
+    and the load."""
+    first = rows[rows["outcome"] == "ALL"].drop_duplicates("cell_id").set_index("cell_id")
+    cells = cells.assign(**{c: cells["cell_id"].map(first[c]) for c in _CARRIED if c in first.columns})
+    picked = ["cell_id", "p50_us_median", "p50_us_ci_low", "p50_us_ci_high", "p99_us_median", "rps_median"]
+    floors = cells[(cells["variant"] == "floor") & (cells["outcome"] == "ALL")]
+    parts = []
+    for traffic, part in cells.groupby("traffic", sort=False, dropna=False):
+        keys = [c for c in FLOOR_COLUMNS if c in cells.columns
+                and not (traffic == "profile" and c in ("payload_bytes", "request_body_bytes"))]
+        theirs = floors[floors["traffic"] == traffic][[*keys, *picked]]
+        theirs = theirs.rename(columns={c: f"floor_{c}" for c in picked})
+        theirs = theirs.rename(columns={"floor_cell_id": "floor_cell"})
+        parts.append(part.merge(theirs, on=keys, how="left", validate="many_to_one"))
+    return pd.concat(parts, ignore_index=True) if parts else cells
 
 
-def _generator(doc: dict[str, Any], samples: CellSamples, rps: float) -> tuple[bool, str, float]:
-    processes = max(1, len(samples.files))
-    cpu_fraction = samples.cpu_seconds / (samples.wall_seconds * processes) if samples.wall_seconds else math.nan
-    reasons = []
-    if doc.get("locust_cpu_warning") or samples.cpu_warning:
-        reasons.append("locust CPU warning")
-    if cpu_fraction >= GENERATOR_CPU_LIMIT:
-        reasons.append(f"locust CPU {cpu_fraction:.0%} of a core")
-    rate = doc["cell"]["rate"]
-    if rate > 0 and rps < RATE_FLOOR * rate:
-        reasons.append(f"achieved {rps:.0f} rps < {RATE_FLOOR:.0%} of target {rate:g}")
-    return bool(reasons), "; ".join(reasons), cpu_fraction
-
-
-def cell_rows(cell_dir: Path) -> list[dict[str, Any]]:
-    """The rows of one measured cell (one per outcome seen, then ``ALL``).
+def load_run(run_dir: Path) -> RunData:
+    """Read a run directory into tables (see the module docstring).
 
     Raises:
-        ResultsError / SamplesError: missing or malformed files; the message names them.
+        RecordError / ResultsError / SamplesError: a file is missing or malformed (names it);
+        ResultsError also when no repetition has run yet.
     """
-    cell_dir = Path(cell_dir)
-    doc = _read_cell(cell_dir)
-    files = sorted(cell_dir.glob("samples*.json"))
-    if not files and (doc.get("envoy") or {}).get("died") and doc.get("resources") is None:
-        return [_died_row(doc)]
-    if not files:
-        raise ResultsError(f"{cell_dir}: no samples*.json")
-    samples = load_samples(files)
-    cell = doc["cell"]
-    variant = cell["variant"]
-    if variant == "envoy-cache":
-        samples.relabel("NONE", "MISS")
-    counts = samples.outcome_counts()
-    total = samples.requests
-    if total == 0:
-        raise ResultsError(f"{cell_dir}: Locust recorded no request")
-    hits = counts.get("HIT", 0)
-    if variant in FILTER_VARIANTS:
-        expected = counts.get("MISS", 0) + counts.get("BYPASS", 0)
-    else:
-        expected = total - hits
-    upstream = int(doc["upstream_requests"])
-    duration = samples.duration_s
-    rps_all = total / duration if duration > 0 else math.nan
-    limited, reason, cpu_fraction = _generator(doc, samples, rps_all)
-    base = {
-        "cell_id": doc["cell_id"], "variant": variant, "payload_bytes": cell["payload_bytes"],
-        "request_body_bytes": cell["request_body_bytes"], "target_hit_ratio": cell["target_hit_ratio"],
-        "mode": doc["mode"], "users": cell["users"], "target_rate": cell["rate"],
-        "duration_s": cell["duration_s"], "hot_keys": cell["hot_keys"],
-        "latency_basis": samples.latency_basis,
-        "cell_requests": total,
-        "achieved_hit_ratio": hits / total,
-        "achieved_hit_ratio_upstream": 1 - upstream / total,
-        "upstream_requests": upstream,
-        "expected_upstream_requests": expected,
-        "upstream_mismatch": upstream != expected,
-        "hot_requests": sum(samples.kinds.get("hot", {}).values()),
-        "cold_requests": sum(samples.kinds.get("cold", {}).values()),
-        "warmup_requests": doc["warmup_requests"],
-        "store_wait_ms": doc["store_wait_ms"],
-        "generator_limited": limited,
-        "generator_reason": reason,
-        "locust_cpu_fraction": cpu_fraction,
-        "slots": samples.slots,
-        "missed_slots": samples.missed_slots,
-        "schedule_lag_p50_us": summarize(samples.lag)["p50_us"] if samples.slots else math.nan,
-        "schedule_lag_p99_us": summarize(samples.lag)["p99_us"] if samples.slots else math.nan,
-        **_resource_columns(doc, total),
-    }
-    rows = []
-    for outcome in [*sorted(counts), "ALL"]:
-        key = None if outcome == "ALL" else outcome
-        n = total if key is None else counts[outcome]
-        rows.append({**base, "outcome": outcome, "requests": n, "share": n / total,
-                     **summarize(samples.histogram(key)),
-                     "rps": n / duration if duration > 0 else math.nan,
-                     "non_2xx": samples.non_2xx(key)})
-    return rows
+    from ..bench.profile import TrafficProfile
 
-
-def _resource_columns(doc: dict[str, Any], total: int) -> dict[str, Any]:
-    """The resource and runtime columns of a cell (older cell.json files: local, NaN for the new)."""
-    res = doc.get("resources") or {}
-    fate = doc.get("envoy") or {}
-    runtime = (doc.get("runtime") or {}).get("name") or doc["cell"].get("runtime", "local")
-    nan = math.nan
-
-    def get(key: str) -> float:
-        value = res.get(key)
-        return nan if value is None else float(value)
-
-    periods = get("cpu_periods")
-    cpu = get("cpu_seconds")
-    return {
-        "rss_mean_bytes": get("rss_mean_bytes"),
-        "rss_max_bytes": get("rss_max_bytes"),
-        "memory_basis": res.get("memory_basis") or ("container_working_set" if runtime == "docker"
-                                                     else "process_rss"),
-        "memory_anon_max_bytes": get("memory_anon_max_bytes"),
-        "memory_peak_bytes": get("memory_peak_bytes"),
-        "heap_allocated_max_bytes": get("heap_allocated_max_bytes"),
-        "heap_size_max_bytes": get("heap_size_max_bytes"),
-        "buffered_body_bytes_max": get("buffered_body_bytes_max"),
-        "backend_entries": get("backend_entries"),
-        "backend_bytes": get("backend_bytes"),
-        "cpu_seconds": cpu,
-        "cpu_s_per_1k_requests": cpu / total * 1000 if total else nan,
-        "backend_cpu_seconds": get("backend_cpu_seconds"),
-        "upstream_cpu_seconds": get("upstream_cpu_seconds"),
-        "runtime": runtime,
-        "container_memory_max_bytes": get("container_memory_max_bytes"),
-        "memory_limit_bytes": get("memory_limit_bytes"),
-        "cpu_limit_cores": get("cpu_limit_cores"),
-        "cpu_throttled_seconds": get("cpu_throttled_seconds"),
-        "cpu_throttled_share": get("cpu_throttled_periods") / periods if periods and periods > 0 else nan,
-        "oom_killed": bool(fate.get("oom_killed", res.get("oom_killed", False))),
-        "envoy_died": bool(fate.get("died", False)),
-        "envoy_phase": fate.get("phase") or "",
-    }
-
-
-def _died_row(doc: dict[str, Any]) -> dict[str, Any]:
-    """The single ``ALL`` row of a cell whose Envoy died before Locust ran."""
-    cell = doc["cell"]
-    nan = math.nan
-    opts = (doc.get("runtime") or {}).get("options") or cell.get("runtime_options") or {}
-    row = {
-        "cell_id": doc["cell_id"], "variant": cell["variant"], "payload_bytes": cell["payload_bytes"],
-        "request_body_bytes": cell["request_body_bytes"], "target_hit_ratio": cell["target_hit_ratio"],
-        "mode": doc["mode"], "users": cell["users"], "target_rate": cell["rate"],
-        "duration_s": cell["duration_s"], "hot_keys": cell["hot_keys"],
-        "latency_basis": "", "cell_requests": 0, "achieved_hit_ratio": nan,
-        "achieved_hit_ratio_upstream": nan, "upstream_requests": 0, "expected_upstream_requests": 0,
-        "upstream_mismatch": False, "hot_requests": 0, "cold_requests": 0,
-        "warmup_requests": doc.get("warmup_requests", 0), "store_wait_ms": doc.get("store_wait_ms", nan),
-        "generator_limited": False, "generator_reason": "", "locust_cpu_fraction": nan, "slots": 0,
-        "missed_slots": 0, "schedule_lag_p50_us": nan, "schedule_lag_p99_us": nan,
-        **_resource_columns(doc, 0),
-        "outcome": "ALL", "requests": 0, "share": nan, "rps": nan, "non_2xx": 0,
-        **{k: nan for k in ("p50_us", "p90_us", "p99_us", "p999_us", "max_us", "mean_us", "min_us")},
-    }
-    from ..runtime.docker import parse_memory
-
-    if math.isnan(row["memory_limit_bytes"]) and opts.get("memory_limit") is not None:
-        row["memory_limit_bytes"] = float(parse_memory(opts["memory_limit"]))
-    if math.isnan(row["cpu_limit_cores"]) and opts.get("cpu_limit") is not None:
-        row["cpu_limit_cores"] = float(opts["cpu_limit"])
-    return row
-
-
-def add_baseline_ratios(frame: pd.DataFrame) -> pd.DataFrame:
-    """Add ``p50_ratio``, ``p99_ratio``, ``rps_ratio``, ``rss_over_baseline_bytes`` and
-    ``cpu_s_per_1k_over_baseline``: each row against the ``baseline`` ALL row of the same point
-    (NaN when the run has no such baseline)."""
-    frame = frame.copy()
-    base = frame[(frame["variant"] == "baseline") & (frame["outcome"] == "ALL")]
-    base = base[POINT_COLUMNS + ["p50_us", "p99_us", "rps", "rss_mean_bytes", "cpu_s_per_1k_requests"]]
-    base = base.rename(columns={c: f"_base_{c}" for c in ["p50_us", "p99_us", "rps", "rss_mean_bytes",
-                                                          "cpu_s_per_1k_requests"]})
-    merged = frame.merge(base, on=POINT_COLUMNS, how="left", validate="many_to_one")
-    merged["p50_ratio"] = merged["p50_us"] / merged["_base_p50_us"]
-    merged["p99_ratio"] = merged["p99_us"] / merged["_base_p99_us"]
-    merged["rps_ratio"] = merged["rps"] / merged["_base_rps"]
-    merged["rss_over_baseline_bytes"] = merged["rss_mean_bytes"] - merged["_base_rss_mean_bytes"]
-    merged["cpu_s_per_1k_over_baseline"] = (merged["cpu_s_per_1k_requests"]
-                                            - merged["_base_cpu_s_per_1k_requests"])
-    return merged.drop(columns=[c for c in merged.columns if c.startswith("_base_")])
+    run_dir = Path(run_dir)
+    manifest = read_run(run_dir)
+    rows = ratios_to_baseline(build_table(run_dir).to_pandas())
+    cells = _with_floor(summarize_repetitions(rows), rows)
+    profile = (read_model(run_dir / manifest.profile, TrafficProfile, "missing (run.json names it)")
+               if manifest.profile else None)
+    return RunData(run_dir=run_dir, manifest=manifest, rows=rows, cells=cells,
+                   metrics=filter_metrics(run_dir).to_pandas(), profile=profile)
 
 
 def build_frame(run_dir: Path) -> pd.DataFrame:
-    """The results table of every finished cell of a run, in run order.
+    """One row per cell × outcome, medians over the measured repetitions of the run's rows with
+    the ratios to the baseline (:func:`~sp_istio_cache.bench.repetitions.median_rows`; what
+    ``compare`` reads).
 
     Raises:
-        ResultsError / SamplesError / FileNotFoundError: the run or a finished cell is malformed.
+        RecordError / ResultsError / SamplesError: a run file is missing or malformed (names it).
     """
-    run_dir = Path(run_dir)
-    run = manifest.read(run_dir)
-    rows: list[dict[str, Any]] = []
-    for entry in run["cells"]:
-        if entry.get("status") == "done":
-            rows.extend(cell_rows(run_dir / entry["dir"]))
-    if not rows:
-        raise ResultsError(f"{run_dir}: no finished cell")
-    frame = add_baseline_ratios(pd.DataFrame(rows))
-    lead = ["cell_id", *CELL_COLUMNS, "outcome", "requests", "share", "p50_us", "p90_us", "p99_us",
-            "p999_us", "max_us", "rps", "achieved_hit_ratio", "achieved_hit_ratio_upstream",
-            "p50_ratio", "p99_ratio"]
-    return frame[lead + [c for c in frame.columns if c not in lead]]
+    return median_rows(ratios_to_baseline(build_table(Path(run_dir)).to_pandas()))
 
 
-def write_results(run_dir: Path) -> pd.DataFrame:
-    """Build the table and write ``results.parquet`` and ``results.csv`` into ``run_dir``."""
-    frame = build_frame(run_dir)
-    frame.to_parquet(Path(run_dir) / "results.parquet", index=False)
-    frame.to_csv(Path(run_dir) / "results.csv", index=False)
-    return frame
+def write_results(run: RunData, out_dir: Path | None = None) -> list[Path]:
+    """Write ``results.parquet`` (the contract's per-repetition rows, schema-checked) into the
+    run directory and ``cells.csv`` (medians with intervals per cell × outcome) beside it, or
+    into ``out_dir``; return the paths."""
+    target = Path(out_dir) if out_dir else run.run_dir
+    target.mkdir(parents=True, exist_ok=True)
+    parquet = write_table(build_table(run.run_dir), target / "results.parquet")
+    csv = target / "cells.csv"
+    run.cells.to_csv(csv, index=False)
+    return [parquet, csv]
 
 
-def load_results(run: Path) -> pd.DataFrame:
-    """Read a run's table: ``run`` is a run directory or a ``results.parquet`` file.
-
-    Raises:
-        ResultsError: no such file, or it lacks the key columns; the message names the path.
-    """
-    path = Path(run)
-    if path.is_dir() or path.suffix != ".parquet":
-        path = path / "results.parquet"
-    if not path.exists():
-        raise ResultsError(f"{path}: no results (run `sp-istio-cache bench` first)")
-    try:
-        frame = pd.read_parquet(path)
-    except Exception as exc:  # noqa: BLE001 - pyarrow raises many types
-        raise ResultsError(f"{path}: unreadable parquet: {exc}") from None
-    missing = [c for c in [*CELL_COLUMNS, "outcome", "p50_us", "p99_us", "rps"] if c not in frame.columns]
-    if missing:
-        raise ResultsError(f"{path}: missing columns {missing}")
-    return frame
+__all__ = ["CELL_COLUMNS", "POINT_COLUMNS", "ResultsError", "RunData", "build_frame", "load_run", "write_results"]

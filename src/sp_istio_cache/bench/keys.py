@@ -1,6 +1,7 @@
 """Benchmark request keys, shared by the Locust users and the orchestrator's warm-up.
 
-A key is one distinct cache entry: ``/bytes/<payload>?seed=<seed>&cache_control=<cc>&k=<key>``.
+A key is one distinct cache entry:
+``/bytes/<payload>?seed=<seed>&cache_control=<cc>[&delay_ms=<d>]&k=<key>``.
 The upstream ignores ``k`` (it serves the same bytes), the caches key on the whole path.
 """
 
@@ -9,11 +10,15 @@ from __future__ import annotations
 from urllib.parse import quote
 
 
-def request_path(payload_bytes: int, key: str, *, seed: str = "1", cache_control: str = "") -> str:
-    """The request path (with query) for one key; ``cache_control`` '' sends none."""
+def request_path(payload_bytes: int, key: str, *, seed: str = "1", cache_control: str = "",
+                 delay_ms: float = 0.0) -> str:
+    """The request path (with query) for one key; ``cache_control`` '' sends none; ``delay_ms``
+    > 0 makes the test upstream wait that long (the origin-latency axis)."""
     query = f"seed={quote(str(seed))}"
     if cache_control:
         query += f"&cache_control={quote(cache_control)}"
+    if delay_ms:
+        query += f"&delay_ms={delay_ms:g}"
     return f"/bytes/{int(payload_bytes)}?{query}&k={quote(key)}"
 
 

@@ -1,92 +1,51 @@
-"""Resource sampling during a cell, in a thread of the orchestrator (never in the Locust process).
+"""Resource sampling during the load, in a thread of the orchestrator (never in Locust).
 
-Every ``interval_s`` the sampler asks the Envoy runtime for its figures
-(:meth:`~sp_istio_cache.runtime.base.EnvoyRuntime.resources`: the process via psutil for
-``local``, the container's cgroup via the docker stats API for ``docker``; one code path here),
-reads Envoy's admin ``/memory`` (``allocated``, ``heap_size``), the filter gauge
-``sp_cache.buffered_body_bytes`` and, when the stack has a backend, its ``entries``/``bytes``.
-Envoy's CPU time (and, in a container, its throttled time) is read at start and stop: the
-difference is what the cell cost. The backend and the upstream are local Python processes under
-either runtime; their CPU comes from psutil.
+Every ``interval_s`` the sampler takes Envoy's figures from its runtime
+(:meth:`~sp_istio_cache.runtime.base.EnvoyRuntime.resources`: psutil for ``local``, the docker
+stats API for ``docker``) and the backend's and upstream's from psutil, and notes when a process
+is first seen dead. It does not call Envoy's admin API (``/stats`` is read before and after the
+load, :mod:`sp_istio_cache.bench.envoystats`). A failed sample is recorded (source, time, error)
+and the next one is taken: nothing is swallowed, nothing stops the cell.
 
 Memory basis: ``rss_*`` is the process RSS for ``local`` and the container's working set (cgroup
-usage minus inactive file cache: what ``docker stats`` and the kubelet show) for ``docker``; the
-``memory_basis`` field says which. ``memory_anon_max_bytes`` (anonymous memory: heap and buffers,
-without the mapped binary) is the figure with one meaning under both runtimes.
+usage minus inactive file cache) for ``docker``; ``memory_anon_max_bytes`` (anonymous memory) has
+one meaning under both.
 """
 
 from __future__ import annotations
 
-import json
 import math
 import threading
 import time
-from dataclasses import dataclass
-from typing import Any
+from dataclasses import dataclass, field
+from typing import Any, Literal
 
 import psutil
 
-BUFFERED_GAUGE = "wasmcustom.sp_cache.buffered_body_bytes"
+from .records import Finding, FindingKind, MemoryBasis, ResourceSummary
+
 #: ``memory_basis`` per runtime name
-MEMORY_BASIS = {"local": "process_rss", "docker": "container_working_set"}
+MEMORY_BASIS: dict[str, MemoryBasis] = {"local": "process_rss", "docker": "container_working_set"}
+#: the finding a watched service's death is, per service
+_DIED: dict[str, FindingKind] = {"backend": "backend_died", "upstream": "upstream_died"}
+DEFAULT_INTERVAL_S = 0.25
 
 
-@dataclass(frozen=True)
-class ResourceSummary:
-    """What one cell cost. Bytes, seconds; NaN where the source was not available.
+@dataclass
+class _Watched:
+    """A Python service process (backend or upstream) watched with psutil."""
 
-    Attributes:
-        samples: number of samples taken.
-        rss_mean_bytes, rss_max_bytes: Envoy memory over the cell, on ``memory_basis``.
-        memory_basis: ``process_rss`` (local) or ``container_working_set`` (docker).
-        memory_anon_max_bytes: Envoy's anonymous memory maximum (local ``RssAnon``, the
-            container's ``rss``/``anon``): comparable across runtimes.
-        memory_peak_bytes: the runtime's own peak (local ``VmHWM``; docker: the cgroup's
-            ``max_usage`` since the container started, page cache included).
-        container_memory_max_bytes: docker: the highest raw cgroup usage (page cache included:
-            the figure the memory limit is enforced on) sampled during the cell; NaN locally.
-            (``memory_peak_bytes`` is the cgroup's own peak since the container started, which
-            includes the page cache of reading the Envoy binary at start.)
-        memory_limit_bytes, cpu_limit_cores: docker limits (NaN: none, or local).
-        cpu_throttled_seconds: docker: time the CFS quota held Envoy back during the cell.
-        cpu_throttled_periods, cpu_periods: docker: CFS periods throttled / elapsed in the cell.
-        oom_killed: the kernel's OOM killer ended Envoy (docker's ``State.OOMKilled``).
-        envoy_running_at_end: False when Envoy had ended by the end of the load.
-        envoy_exit_code: its exit code then (137 after an OOM kill), else None.
-        heap_allocated_max_bytes, heap_size_max_bytes: admin ``/memory`` maxima.
-        buffered_body_bytes_max: the filter's buffered-body gauge maximum (NaN without filter).
-        backend_entries, backend_bytes: backend store size at the end (NaN without backend).
-        cpu_seconds: Envoy CPU time (user + system) spent during the cell.
-        backend_cpu_seconds, upstream_cpu_seconds: the same for the Python services.
-    """
-
-    samples: int
-    rss_mean_bytes: float
-    rss_max_bytes: float
-    heap_allocated_max_bytes: float
-    heap_size_max_bytes: float
-    buffered_body_bytes_max: float
-    backend_entries: float
-    backend_bytes: float
-    cpu_seconds: float
-    backend_cpu_seconds: float
-    upstream_cpu_seconds: float
-    memory_basis: str = "process_rss"
-    memory_anon_max_bytes: float = math.nan
-    memory_peak_bytes: float = math.nan
-    container_memory_max_bytes: float = math.nan
-    memory_limit_bytes: float = math.nan
-    cpu_limit_cores: float = math.nan
-    cpu_throttled_seconds: float = math.nan
-    cpu_throttled_periods: float = math.nan
-    cpu_periods: float = math.nan
-    oom_killed: bool = False
-    envoy_running_at_end: bool = True
-    envoy_exit_code: int | None = None
+    name: Literal["backend", "upstream"]
+    proc: psutil.Process | None
+    cpu0: float | None = None
+    rss_max: float | None = None
+    died_at_s: float | None = None
+    exit_detail: str = ""
 
 
-def _proc(pid: int | None) -> psutil.Process | None:
-    if not pid:
+def _process(service: Any) -> psutil.Process | None:
+    pid = service.proc.pid if service is not None and getattr(service, "proc", None) is not None else None
+    if pid is None:
         return None
     try:
         return psutil.Process(pid)
@@ -94,104 +53,107 @@ def _proc(pid: int | None) -> psutil.Process | None:
         return None
 
 
-def _cpu(proc: psutil.Process | None) -> float:
-    if proc is None:
-        return math.nan
+def _alive(proc: psutil.Process) -> bool:
     try:
-        t = proc.cpu_times()
-        return t.user + t.system
+        return proc.is_running() and proc.status() != psutil.STATUS_ZOMBIE
     except psutil.Error:
-        return math.nan
+        return False
 
 
-def _num(value: Any) -> float:
-    """A float from a resources() value; NaN for None, bools and anything not a number."""
+def _num(value: Any) -> float | None:
+    """A float from a resources() value; None for None, bools and non-numbers."""
     if value is None or isinstance(value, bool):
-        return math.nan
+        return None
     try:
-        return float(value)
+        out = float(value)
     except (TypeError, ValueError):
-        return math.nan
+        return None
+    return None if math.isnan(out) else out
 
 
-def _max(values: list[float]) -> float:
-    values = [v for v in values if not math.isnan(v)]
-    return float(max(values)) if values else math.nan
+def _max(values: list[float | None]) -> float | None:
+    known = [v for v in values if v is not None]
+    return max(known) if known else None
 
 
+@dataclass
 class ResourceSampler:
-    """Context manager sampling ``stack`` every ``interval_s`` seconds; ``summary`` after exit."""
+    """Context manager sampling ``stack`` every ``interval_s`` seconds during the load.
 
-    def __init__(self, stack: Any, interval_s: float = 0.25) -> None:
-        self.stack = stack
-        self.interval_s = interval_s
-        self.rows: list[dict[str, Any]] = []
-        self.summary: ResourceSummary | None = None
+    After exit: :attr:`summary` (a :class:`ResourceSummary`) and :meth:`findings` (processes that
+    died, samples that failed), with times in seconds from the start of the load.
+    """
+
+    stack: Any
+    interval_s: float = DEFAULT_INTERVAL_S
+    summary: ResourceSummary | None = field(default=None, init=False)
+    errors: list[tuple[float, str, str]] = field(default_factory=list, init=False)
+
+    def __post_init__(self) -> None:
+        self._rows: list[dict[str, Any]] = []
         self._stop = threading.Event()
         self._thread = threading.Thread(target=self._loop, name="resource-sampler", daemon=True)
-        self._backend = _proc(stack.backend.proc.pid if stack.backend and stack.backend.proc else None)
-        self._upstream = _proc(stack.upstream.proc.pid if stack.upstream and stack.upstream.proc else None)
+        self._watched = [_Watched(name, _process(getattr(self.stack, name)))
+                         for name in ("backend", "upstream") if getattr(self.stack, name) is not None]
         self._envoy0: dict[str, Any] = {}
-        self._cpu0: tuple[float, float] = (math.nan, math.nan)
+        self._t0 = 0.0
+        self.envoy_died_at_s: float | None = None
 
-    def _envoy_resources(self) -> dict[str, Any]:
+    def _now(self) -> float:
+        return time.monotonic() - self._t0
+
+    def _envoy_sample(self) -> dict[str, Any]:
         envoy = self.stack.envoy
         if envoy is None:
             return {}
         try:
-            return dict(envoy.resources())
-        except Exception:  # noqa: BLE001 - a failed look (engine hiccup) is a missing sample, not a failed cell
+            sample = dict(envoy.resources())
+        except Exception as exc:  # noqa: BLE001 - any runtime failure is one missing sample, recorded
+            self.errors.append((round(self._now(), 3), "envoy.resources", f"{type(exc).__name__}: {exc}"))
             return {}
+        if not sample.get("running", True) and self.envoy_died_at_s is None:
+            self.envoy_died_at_s = round(self._now(), 3)
+        return sample
 
-    def __enter__(self) -> "ResourceSampler":
-        self._envoy0 = self._envoy_resources()
-        self._cpu0 = (_cpu(self._backend), _cpu(self._upstream))
+    def _watch(self) -> None:
+        for w in self._watched:
+            if w.proc is None or w.died_at_s is not None:
+                continue
+            if not _alive(w.proc):
+                w.died_at_s = round(self._now(), 3)
+                popen = getattr(self.stack, w.name).proc
+                code = popen.poll() if popen is not None else None  # reaps it: the exit code
+                w.exit_detail = f"{w.name} exited" + (f" with code {code}" if code is not None else "")
+                continue
+            try:
+                with w.proc.oneshot():
+                    rss = float(w.proc.memory_info().rss)
+                w.rss_max = rss if w.rss_max is None else max(w.rss_max, rss)
+            except psutil.Error as exc:
+                self.errors.append((round(self._now(), 3), f"{w.name}.memory", str(exc)))
+
+    def _cpu(self, w: _Watched) -> float | None:
+        if w.proc is None:
+            return None
+        try:
+            t = w.proc.cpu_times()
+            return t.user + t.system
+        except psutil.Error:
+            return None  # ended: its CPU after the last sample is lost, the death is a finding
+
+    def __enter__(self) -> ResourceSampler:
+        self._t0 = time.monotonic()
+        self._envoy0 = self._envoy_sample()
+        for w in self._watched:
+            w.cpu0 = self._cpu(w)
         self._thread.start()
         return self
 
     def __exit__(self, *exc: object) -> None:
         self._stop.set()
-        self._thread.join(timeout=10)
-        cpu1 = (_cpu(self._backend), _cpu(self._upstream))
+        self._thread.join(timeout=30)
         self.sample()  # one last look, at the end of the load
-        end = self.rows[-1]["envoy"] if self.rows else {}
-        rows = self.rows
-        mem = [_num(r["envoy"].get("memory_bytes")) for r in rows if r["envoy"].get("running", True)]
-        mem = [v for v in mem if not math.isnan(v)]
-        last = rows[-1] if rows else {}
-
-        def delta(key: str) -> float:
-            return _num(end.get(key)) - _num(self._envoy0.get(key))
-
-        runtime = getattr(self.stack.spec, "runtime", "local")
-        docker = runtime == "docker"
-        peak = _num(end.get("memory_peak_bytes"))
-        usage_max = _max([_num(r["envoy"].get("memory_usage_bytes")) for r in rows])
-        self.summary = ResourceSummary(
-            samples=len(rows),
-            rss_mean_bytes=float(sum(mem) / len(mem)) if mem else math.nan,
-            rss_max_bytes=_max(mem),
-            heap_allocated_max_bytes=_max([r["allocated"] for r in rows]),
-            heap_size_max_bytes=_max([r["heap_size"] for r in rows]),
-            buffered_body_bytes_max=_max([r["buffered"] for r in rows]),
-            backend_entries=last.get("backend_entries", math.nan),
-            backend_bytes=last.get("backend_bytes", math.nan),
-            cpu_seconds=delta("cpu_seconds"),
-            backend_cpu_seconds=cpu1[0] - self._cpu0[0],
-            upstream_cpu_seconds=cpu1[1] - self._cpu0[1],
-            memory_basis=MEMORY_BASIS.get(runtime, f"{runtime}_memory_bytes"),
-            memory_anon_max_bytes=_max([_num(r["envoy"].get("memory_anon_bytes")) for r in rows]),
-            memory_peak_bytes=peak,
-            container_memory_max_bytes=usage_max if docker else math.nan,
-            memory_limit_bytes=_num(end.get("memory_limit_bytes", self._envoy0.get("memory_limit_bytes"))),
-            cpu_limit_cores=_num(end.get("cpu_limit_cores", self._envoy0.get("cpu_limit_cores"))),
-            cpu_throttled_seconds=delta("cpu_throttled_seconds"),
-            cpu_throttled_periods=delta("cpu_throttled_periods"),
-            cpu_periods=delta("cpu_periods"),
-            oom_killed=bool(end.get("oom_killed", False)),
-            envoy_running_at_end=bool(end.get("running", True)),
-            envoy_exit_code=end.get("exit_code"),
-        )
+        self.summary = self._summarize()
 
     def _loop(self) -> None:
         while not self._stop.wait(self.interval_s):
@@ -199,31 +161,59 @@ class ResourceSampler:
 
     def sample(self) -> None:
         """Take one sample now (also called by the thread)."""
-        row: dict[str, Any] = {"t": time.monotonic(), "envoy": self._envoy_resources(), "allocated": math.nan,
-                               "heap_size": math.nan, "buffered": math.nan, "backend_entries": math.nan,
-                               "backend_bytes": math.nan}
-        envoy = self.stack.envoy
-        if envoy is not None and envoy.admin_url and row["envoy"].get("running", True):
-            try:
-                mem = json.loads(envoy.admin_get("/memory", timeout_s=2))
-                row["allocated"] = float(mem.get("allocated", math.nan))
-                row["heap_size"] = float(mem.get("heap_size", math.nan))
-            except (OSError, ValueError):
-                pass
-            if self.stack.uses_filter:
-                try:
-                    stats = json.loads(envoy.admin_get("/stats?format=json&filter=buffered_body_bytes",
-                                                       timeout_s=2))
-                    for s in stats.get("stats", []):
-                        if s.get("name") == BUFFERED_GAUGE:
-                            row["buffered"] = float(s["value"])
-                except (OSError, ValueError):
-                    pass
-        if self.stack.backend is not None:
-            try:
-                b = self.stack.backend_stats()
-                row["backend_entries"] = float(b.get("entries", math.nan))
-                row["backend_bytes"] = float(b.get("bytes", math.nan))
-            except (OSError, ValueError):
-                pass
-        self.rows.append(row)
+        self._rows.append(self._envoy_sample())
+        self._watch()
+
+    def _summarize(self) -> ResourceSummary:
+        rows = [r for r in self._rows if r]
+        end = rows[-1] if rows else {}
+        start = self._envoy0
+        running = [r for r in rows if r.get("running", True)]
+        mem = [_num(r.get("memory_bytes")) for r in running]
+        known = [m for m in mem if m is not None]
+
+        def delta(key: str) -> float | None:
+            a, b = _num(end.get(key)), _num(start.get(key))
+            return a - b if a is not None and b is not None else None
+
+        runtime = self.stack.spec.runtime
+        docker = runtime == "docker"
+        backend = next((w for w in self._watched if w.name == "backend"), None)
+        upstream = next((w for w in self._watched if w.name == "upstream"), None)
+
+        def cpu_used(w: _Watched | None) -> float | None:
+            if w is None or w.cpu0 is None:
+                return None
+            now = self._cpu(w)
+            return now - w.cpu0 if now is not None else None
+
+        return ResourceSummary(
+            samples=len(rows), interval_s=self.interval_s,
+            memory_basis=MEMORY_BASIS.get(runtime, "process_rss"),
+            rss_mean_bytes=sum(known) / len(known) if known else None, rss_max_bytes=_max(mem),
+            memory_anon_max_bytes=_max([_num(r.get("memory_anon_bytes")) for r in rows]),
+            memory_peak_bytes=_num(end.get("memory_peak_bytes")),
+            container_memory_max_bytes=_max([_num(r.get("memory_usage_bytes")) for r in rows]) if docker else None,
+            memory_limit_bytes=_num(end.get("memory_limit_bytes", start.get("memory_limit_bytes"))) if docker else None,
+            cpu_limit_cores=_num(end.get("cpu_limit_cores", start.get("cpu_limit_cores"))) if docker else None,
+            cpu_seconds=delta("cpu_seconds"),
+            cpu_throttled_seconds=delta("cpu_throttled_seconds") if docker else None,
+            cpu_throttled_periods=delta("cpu_throttled_periods") if docker else None,
+            cpu_periods=delta("cpu_periods") if docker else None,
+            backend_cpu_seconds=cpu_used(backend), backend_rss_max_bytes=backend.rss_max if backend else None,
+            upstream_cpu_seconds=cpu_used(upstream),
+            envoy_running_at_end=bool(end.get("running", True)),
+        )
+
+    def findings(self) -> list[Finding]:
+        """Deaths seen during the load (backend, upstream) and failed samples (one finding per
+        source, with the count and the first error)."""
+        out = [Finding(kind=_DIED[w.name], component=w.name, phase="load", at_s=w.died_at_s,
+                       detail=w.exit_detail, counts={}) for w in self._watched if w.died_at_s is not None]
+        by_source: dict[str, list[tuple[float, str, str]]] = {}
+        for err in self.errors:
+            by_source.setdefault(err[1], []).append(err)
+        for source, errs in by_source.items():
+            out.append(Finding(kind="sampler_error", component="sampler", phase="load", at_s=errs[0][0],
+                               detail=f"{source}: {errs[0][2]}", counts={"failed_samples": len(errs)}))
+        return out

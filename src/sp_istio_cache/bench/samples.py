@@ -6,9 +6,10 @@ and writes a *samples file* at exit; the orchestrator reads one or more such fil
 Locust process) with :func:`load_samples` and turns each histogram into percentiles with
 :func:`summarize`.
 
-Samples file (JSON, ``schema`` = :data:`SCHEMA`)::
+Samples file (JSON, ``schema`` = :data:`SCHEMA`; the model is :class:`SamplesDoc`, checked when
+written and when read)::
 
-    {"schema": "sp-istio-cache/samples/1", "pid": int,
+    {"schema": "sp-istio-cache/samples/2", "pid": int, "worker": str ("" = single process),
      "mode": "closed" | "rate", "latency_basis": "service" | "intended",
      "hdr": {"lowest_us": 1, "highest_us": int, "significant_figures": int},
      "groups": [{"outcome": "HIT", "status": 200, "count": int, "response_bytes": int,
@@ -16,7 +17,7 @@ Samples file (JSON, ``schema`` = :data:`SCHEMA`)::
      "kinds": {"hot": {"HIT": int, ...}, "cold": {...}},
      "requests": int, "first_start_unix": float, "last_end_unix": float,
      "slots": int, "missed_slots": int, "lag_hist": "<histogram of send time - due time, µs>",
-     "target_rate": float,
+     "target_rate": float (the whole run's target, the same in every worker's file),
      "cpu_seconds": float, "wall_seconds": float, "cpu_warning": bool,
      "options": {...}}
 
@@ -33,14 +34,16 @@ import math
 import os
 import time
 from collections import defaultdict
+from collections.abc import Iterable
 from dataclasses import dataclass, field
 from pathlib import Path
-from typing import Any, Iterable
+from typing import Any, Final, Literal
 
 import numpy as np
 from hdrh.histogram import HdrHistogram
+from pydantic import BaseModel, ConfigDict, Field, ValidationError
 
-SCHEMA = "sp-istio-cache/samples/1"
+SCHEMA: Final = "sp-istio-cache/samples/2"
 LOWEST_US = 1
 HIGHEST_US = 120_000_000  # 2 minutes: above Envoy's route timeout
 SIGNIFICANT_FIGURES = 4
@@ -51,6 +54,53 @@ OUTCOMES = ("HIT", "MISS", "BYPASS", "NONE")
 
 class SamplesError(ValueError):
     """A samples file is missing, empty or malformed; the message names the file."""
+
+
+class _Doc(BaseModel):
+    model_config = ConfigDict(extra="forbid", frozen=True, populate_by_name=True)
+
+
+class HdrSettings(_Doc):
+    """The histogram range (µs) and precision every file uses."""
+
+    lowest_us: int
+    highest_us: int
+    significant_figures: int
+
+
+class SampleGroup(_Doc):
+    """Requests of one (outcome, status): count, response bytes and their latency histogram
+    (HdrHistogram V2, compressed, base64). Status 0 = no response (connection error)."""
+
+    outcome: str
+    status: int = Field(ge=0)
+    count: int = Field(ge=0)
+    response_bytes: int = Field(ge=0)
+    hist: str
+
+
+class SamplesDoc(_Doc):
+    """One samples file (see the module docstring)."""
+
+    schema_: Literal["sp-istio-cache/samples/2"] = Field(alias="schema")
+    pid: int
+    worker: str
+    mode: Literal["closed", "rate"]
+    latency_basis: Literal["service", "intended"]
+    hdr: HdrSettings
+    groups: list[SampleGroup]
+    kinds: dict[str, dict[str, int]]
+    requests: int = Field(ge=0)
+    first_start_unix: float | None
+    last_end_unix: float | None
+    slots: int = Field(ge=0)
+    missed_slots: int = Field(ge=0)
+    lag_hist: str
+    target_rate: float = Field(ge=0)
+    cpu_seconds: float
+    wall_seconds: float
+    cpu_warning: bool
+    options: dict[str, Any]
 
 
 def new_histogram() -> HdrHistogram:
@@ -131,11 +181,13 @@ class SampleRecorder:
         self.missed_slots += int(missed)
         self.lag.record_value(min(max(int(round(lag_us)), LOWEST_US), HIGHEST_US))
 
-    def as_json(self) -> dict[str, Any]:
-        """The samples-file document (see the module docstring)."""
-        return {
+    def as_json(self, worker: str = "") -> dict[str, Any]:
+        """The samples-file document (see the module docstring), checked against
+        :class:`SamplesDoc`; ``worker`` names the Locust worker ("" for a single process)."""
+        doc = {
             "schema": SCHEMA,
             "pid": os.getpid(),
+            "worker": worker,
             "mode": self.mode,
             "latency_basis": "intended" if self.mode == "rate" else "service",
             "hdr": {"lowest_us": LOWEST_US, "highest_us": HIGHEST_US,
@@ -158,14 +210,28 @@ class SampleRecorder:
             "cpu_warning": self.cpu_warning,
             "options": self.options,
         }
+        return SamplesDoc.model_validate(doc).model_dump(by_alias=True)
 
-    def write(self, path: Path) -> None:
+    def write(self, path: Path, worker: str = "") -> None:
         """Write the samples file atomically (temp file + rename)."""
-        path = Path(path)
-        path.parent.mkdir(parents=True, exist_ok=True)
-        tmp = path.with_name(path.name + ".tmp")
-        tmp.write_text(json.dumps(self.as_json()))
-        os.replace(tmp, path)
+        write_samples_doc(path, self.as_json(worker))
+
+
+def write_samples_doc(path: Path, doc: dict[str, Any]) -> None:
+    """Check ``doc`` against :class:`SamplesDoc` and write it atomically.
+
+    Raises:
+        SamplesError: the document does not match the schema (names the key).
+    """
+    path = Path(path)
+    try:
+        SamplesDoc.model_validate(doc)
+    except ValidationError as exc:
+        raise SamplesError(f"samples document for {path} does not match its schema: {exc}") from None
+    path.parent.mkdir(parents=True, exist_ok=True)
+    tmp = path.with_name(path.name + ".tmp")
+    tmp.write_text(json.dumps(doc))
+    os.replace(tmp, path)
 
 
 def _cpu_seconds() -> float:
@@ -220,11 +286,17 @@ class CellSamples:
         return merged
 
     def non_2xx(self, outcome: str | None = None) -> int:
-        """Requests whose status is not 2xx (0 = no response: connection error)."""
+        """Requests whose status is not 2xx, connection errors (status 0) included."""
         return sum(count for (o, status), (_, count, _) in self.groups.items()
                    if (outcome is None or o == outcome) and not 200 <= status < 300)
 
+    def no_response(self, outcome: str | None = None) -> int:
+        """Requests that got no response at all (status 0: refused, reset, timed out)."""
+        return sum(count for (o, status), (_, count, _) in self.groups.items()
+                   if (outcome is None or o == outcome) and status == 0)
+
     def response_bytes(self, outcome: str | None = None) -> int:
+        """Response body bytes received (every status)."""
         return sum(b for (o, _), (_, _, b) in self.groups.items() if outcome is None or o == outcome)
 
     def relabel(self, old: str, new: str) -> None:
@@ -242,7 +314,7 @@ class CellSamples:
                 counts[new] = counts.get(new, 0) + counts.pop(old)
 
 
-def _read_one(path: Path) -> dict[str, Any]:
+def _read_one(path: Path) -> SamplesDoc:
     try:
         text = path.read_text()
     except OSError as exc:
@@ -250,24 +322,34 @@ def _read_one(path: Path) -> dict[str, Any]:
     if not text.strip():
         raise SamplesError(f"samples file {path} is empty")
     try:
-        doc = json.loads(text)
+        data = json.loads(text)
     except json.JSONDecodeError as exc:
         raise SamplesError(f"samples file {path} is not JSON: {exc}") from None
-    if not isinstance(doc, dict) or doc.get("schema") != SCHEMA:
-        raise SamplesError(f"samples file {path} has schema {doc.get('schema') if isinstance(doc, dict) else None!r}, "
-                           f"expected {SCHEMA!r}")
-    for key in ("groups", "requests", "slots", "missed_slots", "cpu_seconds", "latency_basis"):
-        if key not in doc:
-            raise SamplesError(f"samples file {path} lacks {key!r}")
-    return doc
+    if not isinstance(data, dict) or data.get("schema") != SCHEMA:
+        found = data.get("schema") if isinstance(data, dict) else None
+        raise SamplesError(f"samples file {path} has schema {found!r}, expected {SCHEMA!r}")
+    try:
+        return SamplesDoc.model_validate(data)
+    except ValidationError as exc:
+        first = exc.errors(include_url=False)[0]
+        key = ".".join(str(p) for p in first["loc"])
+        raise SamplesError(f"samples file {path}: {key}: {'missing' if first['type'] == 'missing' else first['msg']}") \
+            from None
+
+
+def _decode(path: Path, text: str, what: str) -> HdrHistogram:
+    try:
+        return HdrHistogram.decode(text.encode("ascii"))
+    except Exception as exc:  # noqa: BLE001 - hdrh raises several types
+        raise SamplesError(f"samples file {path}: undecodable histogram for {what}: {exc}") from None
 
 
 def load_samples(paths: Iterable[Path]) -> CellSamples:
-    """Decode and merge samples files (one per Locust process).
+    """Decode and merge samples files (one per Locust process or worker).
 
     Raises:
-        SamplesError: no file, or a file that is unreadable, empty, of another schema, or whose
-            histogram counts disagree with its group counts; the message names the file.
+        SamplesError: no file, or a file that is unreadable, empty, of another schema, missing a
+            key, or whose histogram counts disagree with its group counts; names the file.
     """
     paths = [Path(p) for p in paths]
     if not paths:
@@ -283,42 +365,34 @@ def load_samples(paths: Iterable[Path]) -> CellSamples:
     lag = new_histogram()
     for path in paths:
         doc = _read_one(path)
-        bases.add(doc["latency_basis"])
-        for g in doc["groups"]:
-            try:
-                hist = HdrHistogram.decode(g["hist"].encode("ascii"))
-            except Exception as exc:  # noqa: BLE001 - hdrh raises several types
-                raise SamplesError(f"samples file {path}: undecodable histogram for "
-                                   f"{g.get('outcome')}/{g.get('status')}: {exc}") from None
-            if hist.get_total_count() != g["count"]:
-                raise SamplesError(f"samples file {path}: histogram {g['outcome']}/{g['status']} holds "
-                                   f"{hist.get_total_count()} values, count says {g['count']}")
-            key = (str(g["outcome"]), int(g["status"]))
+        bases.add(doc.latency_basis)
+        for g in doc.groups:
+            hist = _decode(path, g.hist, f"{g.outcome}/{g.status}")
+            if hist.get_total_count() != g.count:
+                raise SamplesError(f"samples file {path}: histogram {g.outcome}/{g.status} holds "
+                                   f"{hist.get_total_count()} values, count says {g.count}")
+            key = (g.outcome, g.status)
             if key in groups:
                 h0, c0, b0 = groups[key]
                 h0.add(hist)
-                groups[key] = (h0, c0 + g["count"], b0 + g["response_bytes"])
+                groups[key] = (h0, c0 + g.count, b0 + g.response_bytes)
             else:
-                groups[key] = (hist, g["count"], g["response_bytes"])
-        for kind, counts in doc.get("kinds", {}).items():
+                groups[key] = (hist, g.count, g.response_bytes)
+        for kind, counts in doc.kinds.items():
             for outcome, n in counts.items():
                 kinds[kind][outcome] += n
-        if doc.get("lag_hist"):
-            try:
-                lag.add(HdrHistogram.decode(doc["lag_hist"].encode("ascii")))
-            except Exception as exc:  # noqa: BLE001
-                raise SamplesError(f"samples file {path}: undecodable lag histogram: {exc}") from None
-        requests += doc["requests"]
-        slots += doc["slots"]
-        missed += doc["missed_slots"]
-        rate += doc.get("target_rate", 0.0)
-        cpu += doc["cpu_seconds"]
-        wall = max(wall, doc.get("wall_seconds", 0.0))
-        warning = warning or bool(doc.get("cpu_warning"))
-        if doc.get("first_start_unix") is not None:
-            first = doc["first_start_unix"] if first is None else min(first, doc["first_start_unix"])
-        if doc.get("last_end_unix") is not None:
-            last = doc["last_end_unix"] if last is None else max(last, doc["last_end_unix"])
+        lag.add(_decode(path, doc.lag_hist, "the schedule lag"))
+        requests += doc.requests
+        slots += doc.slots
+        missed += doc.missed_slots
+        rate = max(rate, doc.target_rate)
+        cpu += doc.cpu_seconds
+        wall = max(wall, doc.wall_seconds)
+        warning = warning or doc.cpu_warning
+        if doc.first_start_unix is not None:
+            first = doc.first_start_unix if first is None else min(first, doc.first_start_unix)
+        if doc.last_end_unix is not None:
+            last = doc.last_end_unix if last is None else max(last, doc.last_end_unix)
     if len(bases) != 1:
         raise SamplesError(f"samples files mix latency bases {sorted(bases)}: {[str(p) for p in paths]}")
     return CellSamples(groups=groups, kinds={k: dict(v) for k, v in kinds.items()}, requests=requests,
@@ -328,9 +402,14 @@ def load_samples(paths: Iterable[Path]) -> CellSamples:
                        files=[str(p) for p in paths], lag=lag)
 
 
-def summarize(hist: HdrHistogram) -> dict[str, float]:
-    """Percentiles of one histogram in µs: ``{"p50_us", "p90_us", "p99_us", "p999_us",
-    "max_us", "mean_us", "min_us"}``; NaN for every field when the histogram is empty."""
+def summarize(source: HdrHistogram | CellSamples, outcome: str | None = None) -> dict[str, float]:
+    """Percentiles in µs: ``{"p50_us", "p90_us", "p99_us", "p999_us", "max_us", "mean_us",
+    "min_us"}``; NaN for every field when there is no sample.
+
+    ``source`` is one histogram, or the :class:`CellSamples` that :func:`load_samples` returns
+    (then ``outcome`` picks one outcome; None: every request).
+    """
+    hist = source.histogram(outcome) if isinstance(source, CellSamples) else source
     keys = [f"{name}_us" for name, _ in PERCENTILES] + ["max_us", "mean_us", "min_us"]
     if hist.get_total_count() == 0:
         return {k: math.nan for k in keys}

@@ -3,7 +3,9 @@ YAML file, plus ``key=value`` overrides whose values are parsed as YAML (``users
 ``payload_bytes=[1024,4096]`` a list of ints, ``p99_ratio_budget=null`` None).
 
 The set is one flat mapping; each notebook receives the keys its ``parameters`` cell declares.
-A key no notebook declares is an error naming it (a typo must not be silently ignored).
+A key no notebook declares is an error naming it (a typo must not be silently ignored). Paths
+(:data:`PATH_KEYS`) given relative are resolved against the directory the command runs in, never
+the report folder the notebooks execute in (:func:`resolve_paths`).
 """
 
 from __future__ import annotations
@@ -17,6 +19,8 @@ from ..paths import REPO_ROOT
 
 NOTEBOOK_DIR = REPO_ROOT / "notebooks"
 PARAMS_DIR = NOTEBOOK_DIR / "params"
+#: parameters that name files or directories
+PATH_KEYS = ("run_dir", "matrix_file", "profile", "envoy_path", "base_plugin_config_file")
 
 
 class ParamsError(ValueError):
@@ -89,3 +93,16 @@ def split_by_notebook(params: dict[str, Any], declared: dict[str, set[str]]) -> 
     if unknown:
         raise ParamsError(f"unknown report parameters {unknown}; the notebooks declare: {', '.join(sorted(known))}")
     return {nb: {k: v for k, v in params.items() if k in keys} for nb, keys in declared.items()}
+
+
+def resolve_paths(params: dict[str, Any], cwd: Path | None = None) -> dict[str, Any]:
+    """``params`` with every non-empty relative path of :data:`PATH_KEYS` made absolute against
+    ``cwd`` (default: the current directory); ``~`` is expanded."""
+    base = Path(cwd) if cwd is not None else Path.cwd()
+    out = dict(params)
+    for key in PATH_KEYS:
+        value = out.get(key)
+        if isinstance(value, str) and value.strip():
+            path = Path(value).expanduser()
+            out[key] = str(path if path.is_absolute() else (base / path).resolve())
+    return out

@@ -2,21 +2,30 @@
 
 For each notebook: the parameters it declares (from the YAML set and overrides) plus
 ``out_dir``, the registered venv kernel, the executed notebook written next to its HTML export
-(also when a cell fails — papermill saves the notebook as it executes). A step fails the run
-when a cell raises (the message names the notebook, the cell and the exception), when the kernel
-dies, or when it produced no figure. At the end: ``report.html`` (every notebook in one
-self-contained page), ``summary.md``, ``report.json`` (steps, times, statuses) and the
-``reports/latest`` symlink (only for a report whose every step passed).
+(also when a cell fails: papermill saves the notebook as it executes). A step fails when a cell
+raises (the message names the notebook, the cell and the exception), when the kernel dies, or
+when it produced no figure; the steps after it do not run.
+
+Ctrl-C or SIGTERM: the kernel runs in its own process group and never sees the terminal's
+signal, so the report interrupts it (SIGINT: the cell's own cleanup runs, e.g. the bench stops
+its stack and marks its run interrupted), waits up to :data:`INTERRUPT_GRACE_S`, then stops it.
+
+At the end, whatever happened: ``report.json`` (status, exit code, steps; see
+:mod:`sp_istio_cache.report.status`), ``summary.md`` and ``report.html`` (title, verdict and
+recommendation, summary, then every notebook). ``reports/latest`` moves to a report whose
+requested steps all ran (passed or partial), refused recommendations included, so that
+``istio render`` reads the newest verdict.
 """
 
 from __future__ import annotations
 
-import json
+import os
+import signal
+import tempfile
 import threading
 import time
-from collections.abc import Callable, Sequence
-from dataclasses import asdict, dataclass, field
-from datetime import datetime, timezone
+from collections.abc import Sequence
+from datetime import UTC, datetime
 from pathlib import Path
 from typing import Any
 
@@ -24,10 +33,21 @@ import nbformat
 import yaml
 
 from .kernel import KERNEL_NAME, ensure_kernel
-from .params import NOTEBOOK_DIR, split_by_notebook
+from .notebooks import NOTEBOOKS, materialize, source_path
+from .params import split_by_notebook
+from .progress import BenchWatch, Progress, bench_guess_s
+from .status import Report, StepResult, conclude, write_report_json
 
-NOTEBOOKS = ("01_build_filter", "02_smoke", "03_benchmark_matrix", "04_size_limit_tuning")
 INJECTED = ("out_dir",)
+#: seconds an interrupted kernel gets to finish its cell's cleanup before it is stopped
+INTERRUPT_GRACE_S = 60.0
+#: environment of the kernel: no debugger and Jupyter-path warnings in the report's output
+QUIET_ENV = {"PYDEVD_DISABLE_FILE_VALIDATION": "1", "JUPYTER_PLATFORM_DIRS": "1", "PYTHONWARNINGS": "ignore",
+             "MPLBACKEND": "Agg"}
+
+
+#: arguments of the kernel: its own log (e.g. the loopback-TCP notice) stays out of the report's output
+KERNEL_ARGS = ["--IPKernelApp.log_level=ERROR"]
 
 
 class ReportError(RuntimeError):
@@ -39,27 +59,13 @@ class ReportError(RuntimeError):
         self.report_dir = report_dir
 
 
-@dataclass
-class StepResult:
-    name: str
-    status: str = "pending"  # pending | running | passed | failed | skipped
-    seconds: float = 0.0
-    figures: int = 0
-    notebook: str = ""
-    html: str = ""
-    error: str = ""
-
-
-@dataclass
-class Report:
-    out_dir: Path
-    steps: list[StepResult] = field(default_factory=list)
-    wall_seconds: float = 0.0
-    ok: bool = False
+class Interrupted(BaseException):
+    """SIGTERM arrived (handled like Ctrl-C)."""
 
 
 def declared_parameters(path: Path) -> set[str]:
-    """Names declared in the notebook's ``parameters`` cell (papermill's own parser)."""
+    """Names declared in the notebook's ``parameters`` cell (papermill's own parser; ``path``
+    is an ``.ipynb``)."""
     import papermill
 
     return set(papermill.inspect_notebook(str(path)).keys())
@@ -71,17 +77,22 @@ def count_figures(nb: nbformat.NotebookNode) -> int:
                if "image/png" in out.get("data", {}) or "image/svg+xml" in out.get("data", {}))
 
 
-def export_html(nb: nbformat.NotebookNode, path: Path) -> Path:
-    """Self-contained HTML (images embedded) of a notebook."""
+def export_html(nb: nbformat.NotebookNode, path: Path, title: str | None = None, code: bool = True) -> Path:
+    """Self-contained HTML (images embedded) of a notebook; ``code`` False leaves the code cells'
+    source out (their outputs stay)."""
     from nbconvert import HTMLExporter
 
-    body, _ = HTMLExporter(embed_images=True).from_notebook_node(nb)
+    exporter = HTMLExporter(embed_images=True, exclude_input_prompt=True, exclude_output_prompt=True,
+                            exclude_input=not code)
+    if title:
+        nb.metadata["title"] = title
+    body, _ = exporter.from_notebook_node(nb)
     path.write_text(body)
     return path
 
 
 def _timestamp_dir(out_root: Path) -> Path:
-    stamp = datetime.now(timezone.utc).strftime("%Y%m%dT%H%M%SZ")
+    stamp = datetime.now(UTC).strftime("%Y%m%dT%H%M%SZ")
     path, n = out_root / stamp, 1
     while path.exists():
         n += 1
@@ -89,62 +100,107 @@ def _timestamp_dir(out_root: Path) -> Path:
     return path
 
 
-def _bench_watch(out_dir: Path) -> Callable[[], tuple[int, int] | None]:
-    """Progress of the benchmark from its run.json (cells done, cells total)."""
-    def poll() -> tuple[int, int] | None:
-        try:
-            run = json.loads((out_dir / "bench" / "run.json").read_text())
-        except (OSError, ValueError):
-            return None
-        cells = run.get("cells", [])
-        return sum(c.get("status") == "done" for c in cells), len(cells)
-    return poll
+def _kernel_processes() -> list[Any]:
+    import psutil
+
+    return [p for p in psutil.Process().children(recursive=False)
+            if any("ipykernel" in part for part in (p.cmdline() if p.is_running() else []))]
+
+
+def _stop_kernel(done: threading.Event) -> None:
+    """Interrupt the running kernel (SIGINT), give its cell :data:`INTERRUPT_GRACE_S` to clean
+    up, then end its process group. ``done`` is set when the notebook's execution returned (an
+    Event, not ``Thread.join``: before Python 3.13 a join interrupted by KeyboardInterrupt can
+    mark a running thread as stopped)."""
+    kernels = _kernel_processes()
+    for proc in kernels:
+        proc.send_signal(signal.SIGINT)
+    try:
+        done.wait(INTERRUPT_GRACE_S)
+    except (KeyboardInterrupt, Interrupted):
+        pass  # asked twice: stop now
+    for proc in kernels:
+        if proc.is_running():
+            try:
+                os.killpg(os.getpgid(proc.pid), signal.SIGTERM)
+            except (ProcessLookupError, PermissionError):
+                pass
+    done.wait(10)
 
 
 def _execute(name: str, src: Path, out_dir: Path, parameters: dict[str, Any], kernel_name: str,
-             result: StepResult) -> None:
+             result: StepResult, progress: Progress) -> None:
+    """Run one notebook in a worker thread (so that the main thread can take Ctrl-C / SIGTERM)."""
     import papermill
     from papermill.exceptions import PapermillExecutionError
 
     out_nb = out_dir / f"{name}.ipynb"
     result.notebook = str(out_nb)
+    errors: list[ReportError] = []
+    done = threading.Event()
+
+    def work() -> None:
+        try:
+            papermill.execute_notebook(str(src), str(out_nb), parameters=parameters, kernel_name=kernel_name,
+                                       cwd=str(out_dir), progress_bar=False, log_output=False,
+                                       extra_arguments=KERNEL_ARGS)
+        except PapermillExecutionError as exc:
+            errors.append(ReportError(name, f"cell {exc.exec_count} (index {exc.cell_index}) raised {exc.ename}: "
+                                            f"{exc.evalue} (executed notebook: {out_nb})", out_dir))
+        except Exception as exc:  # noqa: BLE001 - kernel death, missing kernel: name the step
+            errors.append(ReportError(name, f"{type(exc).__name__}: {exc}", out_dir))
+        finally:
+            done.set()
+
     t0 = time.monotonic()
-    error: ReportError | None = None
+    worker = threading.Thread(target=work, name=f"papermill-{name}", daemon=True)
+    watch = BenchWatch(out_dir / "bench", progress, name) if name.startswith("03_") else None
     try:
-        papermill.execute_notebook(str(src), str(out_nb), parameters=parameters, kernel_name=kernel_name,
-                                   cwd=str(out_dir), progress_bar=False, log_output=False)
-    except PapermillExecutionError as exc:
-        error = ReportError(name, f"cell {exc.exec_count} (index {exc.cell_index}) raised {exc.ename}: "
-                                  f"{exc.evalue} (executed notebook: {out_nb})", out_dir)
-    except Exception as exc:  # noqa: BLE001 - kernel death, missing kernel, bad notebook: name the step
-        error = ReportError(name, f"{type(exc).__name__}: {exc}", out_dir)
-    result.seconds = round(time.monotonic() - t0, 1)
-    if out_nb.exists():
-        nb = nbformat.read(out_nb, as_version=4)
-        result.figures = count_figures(nb)
-        result.html = str(export_html(nb, out_dir / f"{name}.html"))
-        if error is None and result.figures == 0:
-            error = ReportError(name, f"the notebook produced no figures ({out_nb})", out_dir)
-    elif error is None:
+        if watch:
+            watch.__enter__()
+        worker.start()
+        while not done.wait(0.2):
+            pass
+    except (KeyboardInterrupt, Interrupted):
+        result.status = "interrupted"
+        _stop_kernel(done)
+        raise
+    finally:
+        if watch:
+            watch.__exit__(None, None, None)
+        result.seconds = round(time.monotonic() - t0, 1)
+        _collect(out_nb, out_dir, name, result)
+    error = errors[0] if errors else None
+    if error is None and not out_nb.exists():
         error = ReportError(name, f"papermill wrote no executed notebook at {out_nb}", out_dir)
+    if error is None and result.figures == 0:
+        error = ReportError(name, f"the notebook produced no figures ({out_nb})", out_dir)
     if error is not None:
         result.status, result.error = "failed", str(error)
         raise error
     result.status = "passed"
 
 
-def _combined_html(report: Report) -> Path | None:
-    cells = []
+def _collect(out_nb: Path, out_dir: Path, name: str, result: StepResult) -> None:
+    if out_nb.exists():
+        nb = nbformat.read(out_nb, as_version=4)
+        result.figures = count_figures(nb)
+        result.html = str(export_html(nb, out_dir / f"{name}.html", title=name))
+
+
+def _combined_html(report: Report, summary_md: str) -> Path:
+    """``report.html``: the summary (title, verdict, recommendation) first, then each notebook
+    without its injected-parameters cell and without code (the executed notebooks keep it)."""
+    cells = [nbformat.v4.new_markdown_cell(summary_md)]
     for step in report.steps:
         if step.notebook and Path(step.notebook).exists():
             nb = nbformat.read(step.notebook, as_version=4)
             cells.append(nbformat.v4.new_markdown_cell(f"---\n*notebook `{step.name}` · {step.status} · "
                                                        f"{step.seconds:.0f} s*"))
             cells.extend(c for c in nb.cells if "injected-parameters" not in c.get("metadata", {}).get("tags", []))
-    if not cells:
-        return None
     nb = nbformat.v4.new_notebook(cells=cells, metadata={"language_info": {"name": "python"}})
-    return export_html(nb, report.out_dir / "report.html")
+    return export_html(nb, report.out_dir / "report.html", title=f"SP-Istio Cache report {report.out_dir.name}",
+                       code=False)
 
 
 def _update_latest(out_root: Path, target: Path) -> None:
@@ -155,90 +211,102 @@ def _update_latest(out_root: Path, target: Path) -> None:
     tmp.replace(link)
 
 
+def _read_outcome(report: Report) -> None:
+    """The verdict and gate the steps wrote (files), into the report."""
+    import json
+
+    from .tuning_step import load_recommendation
+
+    report.verdict = load_recommendation(report.out_dir)
+    gate = report.out_dir / "gate.json"
+    if gate.is_file():
+        report.gate = json.loads(gate.read_text())["failures"]
+
+
+def _sigterm_handler(*_: Any) -> None:
+    raise Interrupted()
+
+
 def run_report(params: dict[str, Any], out_root: Path, *, notebooks: Sequence[Path] | None = None,
                only: Sequence[str] | None = None, kernel_name: str = KERNEL_NAME, console: Any = None,
-               params_source: str = "", progress: bool = True) -> Report:
-    """Execute the notebooks in order into a new ``out_root/<UTC time>/``; see the module docstring.
+               params_source: str = "", progress: str = "auto") -> Report:
+    """Execute the notebooks in order into a new ``out_root/<UTC time>/`` and conclude (module
+    docstring). Never raises for a failed step or an interruption: the returned report's
+    ``status`` and ``exit_code`` say what happened.
 
-    ``notebooks`` replaces the four report notebooks (tests pass a tiny one); ``only`` runs a
-    subset by name (later steps read the files earlier ones wrote, e.g. ``04`` with ``run_dir``).
+    ``notebooks`` replaces the report's notebooks (``.py`` percent or ``.ipynb``; tests pass a
+    tiny one); ``only`` runs a subset by name (later steps read the files earlier ones wrote,
+    e.g. ``04`` with ``run_dir``). ``progress``: ``auto`` (rich on a terminal, lines otherwise),
+    ``bar``, ``lines``, ``none``.
 
     Raises:
-        ParamsError: a parameter no notebook declares.
-        ReportError: a step failed; names the notebook (the report directory is kept).
+        ParamsError: a parameter no notebook declares; ReportError: an unknown ``only`` step.
     """
     from rich.console import Console
-    from rich.progress import BarColumn, Progress, SpinnerColumn, TextColumn, TimeElapsedColumn
 
     from .summary import write_summary
 
     console = console or Console(stderr=True)
-    paths = list(notebooks) if notebooks is not None else [NOTEBOOK_DIR / f"{n}.ipynb" for n in NOTEBOOKS]
-    names = [Path(p).stem for p in paths]
+    paths = [Path(p) for p in notebooks] if notebooks is not None else [source_path(n) for n in NOTEBOOKS]
+    names = [p.stem for p in paths]
     if only:
         unknown = sorted(set(only) - set(names))
         if unknown:
             raise ReportError(unknown[0], f"no such step; steps: {', '.join(names)}")
-    declared = {Path(p).stem: declared_parameters(Path(p)) - set(INJECTED) for p in paths}
-    per_notebook = split_by_notebook(params, declared)
-    out_root = Path(out_root).resolve()
-    out_root.mkdir(parents=True, exist_ok=True)
-    out_dir = _timestamp_dir(out_root)
-    out_dir.mkdir(parents=True)
-    (out_dir / "params.yaml").write_text(
-        (f"# from {params_source}\n" if params_source else "") + yaml.safe_dump(params, sort_keys=False))
-    report = Report(out_dir=out_dir, steps=[StepResult(n) for n in names])
-    t0 = time.monotonic()
-    failure: ReportError | None = None
-    bars = Progress(SpinnerColumn(), TextColumn("{task.description}"), BarColumn(), TextColumn("{task.fields[note]}"),
-                    TimeElapsedColumn(), console=console, disable=not progress)
-    try:
-        kernel = ensure_kernel(kernel_name)
-        with bars:
-            tasks = {n: bars.add_task(f"{n:22}", total=1, note="", start=False) for n in names}
-            for path, step in zip(paths, report.steps):
-                if only and step.name not in only:
-                    step.status = "skipped"
-                    bars.update(tasks[step.name], note="skipped", completed=1)
-                    continue
-                bars.start_task(tasks[step.name])
-                step.status = "running"
-                stop = threading.Event()
-                watcher = None
-                if step.name == "03_benchmark_matrix":
-                    poll = _bench_watch(out_dir)
-
-                    def watch(_task=tasks[step.name]) -> None:
-                        while not stop.wait(1.0):
-                            seen = poll()
-                            if seen:
-                                bars.update(_task, total=seen[1], completed=seen[0], note=f"{seen[0]}/{seen[1]} cells")
-                    watcher = threading.Thread(target=watch, daemon=True)
-                    watcher.start()
-                try:
-                    _execute(step.name, Path(path), out_dir, {**per_notebook[step.name], "out_dir": str(out_dir)},
-                             kernel, step)
-                finally:
-                    stop.set()
-                    if watcher is not None:
-                        watcher.join()
-                    task = bars.tasks[tasks[step.name]]
-                    bars.update(tasks[step.name], completed=task.total,
-                                note=f"{step.status}, {step.figures} figure(s)")
-                    bars.stop_task(tasks[step.name])
-    except ReportError as exc:
-        failure = exc
-    except Exception as exc:  # noqa: BLE001 - e.g. the kernel could not be registered
-        failure = ReportError("setup", f"{type(exc).__name__}: {exc}", out_dir)
-    finally:
-        report.wall_seconds = round(time.monotonic() - t0, 1)
-        report.ok = failure is None
-        _combined_html(report)
-        (out_dir / "report.json").write_text(json.dumps(
-            {"ok": report.ok, "wall_seconds": report.wall_seconds, "params_source": params_source,
-             "error": str(failure) if failure else None, "steps": [asdict(s) for s in report.steps]}, indent=2))
-        write_summary(out_dir, report, failure)
-    if failure is not None:
-        raise failure
-    _update_latest(out_root, out_dir)
+    os.environ.update(QUIET_ENV)
+    with tempfile.TemporaryDirectory(prefix="sp-report-") as tmp:
+        sources = [materialize(p, Path(tmp)) for p in paths]
+        declared = {s.stem: declared_parameters(s) - set(INJECTED) for s in sources}
+        per_notebook = split_by_notebook(params, declared)
+        out_root = Path(out_root).resolve()
+        out_dir = _timestamp_dir(out_root)
+        out_dir.mkdir(parents=True)
+        (out_dir / "params.yaml").write_text(
+            (f"# from {params_source}\n" if params_source else "") + yaml.safe_dump(params, sort_keys=False))
+        report = Report(out_dir=out_dir, steps=[StepResult(n) for n in names], params_source=params_source)
+        mode = progress if progress != "auto" else ("bar" if console.is_terminal else "lines")
+        guesses = {"03_benchmark_matrix": bench_guess_s(per_notebook.get("03_benchmark_matrix", {}))}
+        main = threading.current_thread() is threading.main_thread()
+        # Ctrl-C and SIGTERM are handled even when the shell that started us ignores SIGINT
+        # (background jobs of a non-interactive shell do)
+        old_handlers = ({signal.SIGTERM: signal.signal(signal.SIGTERM, _sigterm_handler),
+                         signal.SIGINT: signal.signal(signal.SIGINT, signal.default_int_handler)} if main else {})
+        t0 = time.monotonic()
+        failure: str | None = None
+        interrupted = False
+        try:
+            with Progress(console, mode, names, guesses) as bars:
+                kernel = ensure_kernel(kernel_name)
+                for index, (src, step) in enumerate(zip(sources, report.steps), start=1):
+                    if only and step.name not in only:
+                        step.status = "skipped"
+                        bars.step_skipped(step.name, "skipped (--only)")
+                        continue
+                    step.status = "running"
+                    bars.step_started(index, step.name)
+                    try:
+                        _execute(step.name, src, out_dir, {**per_notebook[step.name], "out_dir": str(out_dir)},
+                                 kernel, step, bars)
+                    finally:
+                        bars.step_done(index, step)
+        except ReportError as exc:
+            failure = str(exc)
+        except (KeyboardInterrupt, Interrupted):
+            interrupted = True
+        except Exception as exc:  # noqa: BLE001 - e.g. the kernel could not be registered
+            failure = f"setup: {type(exc).__name__}: {exc}"
+        finally:
+            for signum, handler in old_handlers.items():
+                signal.signal(signum, handler)
+            for step in report.steps:
+                if step.status in ("pending", "running"):
+                    step.status = "interrupted" if (interrupted and step.status == "running") else "not-run"
+            report.wall_seconds = round(time.monotonic() - t0, 1)
+            _read_outcome(report)
+            conclude(report, interrupted=interrupted, failure=failure)
+            write_report_json(report)
+            summary = write_summary(out_dir, report)
+            _combined_html(report, summary.read_text())
+    if report.status in ("passed", "partial"):
+        _update_latest(out_root, out_dir)
     return report
