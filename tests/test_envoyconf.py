@@ -39,6 +39,14 @@ def test_plugin_config_is_passed_verbatim_and_cache_disabled_for_filter_off():
     assert wasm_cfg["vm_config"]["code"]["local"]["filename"] == "/f.wasm"
 
 
+def test_allow_on_headers_stop_iteration_can_be_turned_off_as_under_istio():
+    doc = yaml.safe_load(envoyconf.render(envoyconf.EnvoyConfig(
+        variant="filter", upstream_port=1, backend_port=2, wasm_path=Path("/f.wasm"),
+        allow_on_headers_stop_iteration=False)))
+    hcm = doc["static_resources"]["listeners"][0]["filter_chains"][0]["filters"][0]["typed_config"]
+    assert hcm["http_filters"][0]["typed_config"]["config"]["allow_on_headers_stop_iteration"] is False
+
+
 def test_unknown_variant_and_missing_wasm_are_refused():
     with pytest.raises(ValueError, match="unknown variant 'fast'"):
         envoyconf.render(envoyconf.EnvoyConfig(variant="fast", upstream_port=1))

@@ -1,7 +1,7 @@
 """Build and unit-test the Zig proxy-wasm filter with the ``ziglang`` package (no system Zig).
 
-The filter sources are in ``filter/src`` (root ``main.zig``); the pure modules and the shared golden
-vectors are tested through ``filter/tests.zig``.
+``filter/build.zig`` is the one build of the filter: ``zig build`` (the wasm module), ``zig build test``
+(every Zig test), ``zig build metrics-doc``. This module only calls it.
 """
 
 from __future__ import annotations
@@ -17,6 +17,8 @@ from .paths import FILTER_DIR
 
 WASM_NAME = "sp_istio_cache.wasm"
 OPTIMIZE_MODES = ("Debug", "ReleaseSafe", "ReleaseFast", "ReleaseSmall")
+#: the optimize modes' names in Zig 0.17's build system (std.builtin.OptimizeMode)
+ZIG_OPTIMIZE = {"Debug": "debug", "ReleaseSafe": "safe", "ReleaseFast": "fast", "ReleaseSmall": "small"}
 
 
 class BuildError(RuntimeError):
@@ -63,31 +65,26 @@ def build_filter(optimize: str = "ReleaseSafe", out_dir: Path | None = None) -> 
     out = Path(out_dir) if out_dir is not None else FILTER_DIR / "dist"
     out.mkdir(parents=True, exist_ok=True)
     wasm = out / WASM_NAME
-    cmd = _zig(
-        "build-exe",
-        str(FILTER_DIR / "src" / "main.zig"),
-        "-target",
-        "wasm32-freestanding",
-        "-fno-entry",
-        "-rdynamic",
-        "-fstrip",
-        "-O",
-        optimize,
-        f"-femit-bin={wasm}",
-    )
     start = time.perf_counter()
-    proc = subprocess.run(cmd, cwd=FILTER_DIR, capture_output=True, text=True, check=False)
+    _zig_build(["-p", str(out), f"-Doptimize={ZIG_OPTIMIZE[optimize]}"], "zig build")
     seconds = time.perf_counter() - start
-    if proc.returncode != 0:
-        raise BuildError(f"zig build-exe failed (exit {proc.returncode}):\n{proc.stderr}")
     data = wasm.read_bytes()
     digest = hashlib.sha256(data).hexdigest()
     (out / f"{WASM_NAME}.sha256").write_text(f"{digest}  {WASM_NAME}\n")
     return BuildResult(wasm_path=wasm, sha256=digest, size_bytes=len(data), seconds=seconds, optimize=optimize)
 
 
+def _zig_build(args: list[str], what: str) -> subprocess.CompletedProcess[str]:
+    """Run ``zig build ARGS`` in ``filter/`` (its ``build.zig`` is the one build of the filter)."""
+    proc = subprocess.run(_zig("build", *args), cwd=FILTER_DIR, capture_output=True, text=True, check=False)
+    if proc.returncode != 0:
+        raise BuildError(f"{what} failed (exit {proc.returncode}):\n{proc.stderr}")
+    return proc
+
+
 def zig_test() -> subprocess.CompletedProcess[str]:
-    """Run the filter's Zig unit tests (``filter/tests.zig``: pure modules + golden vectors).
+    """Run the filter's Zig unit tests (``zig build test``: pure modules, config schema agreement,
+    golden vectors).
 
     Returns:
         The completed process (stdout/stderr captured as text).
@@ -95,9 +92,14 @@ def zig_test() -> subprocess.CompletedProcess[str]:
     Raises:
         BuildError: a test failed or the tests did not compile (the message holds zig's stderr).
     """
-    proc = subprocess.run(
-        _zig("test", "tests.zig"), cwd=FILTER_DIR, capture_output=True, text=True, check=False
-    )
-    if proc.returncode != 0:
-        raise BuildError(f"zig test failed (exit {proc.returncode}):\n{proc.stderr}")
-    return proc
+    return _zig_build(["test", "--summary", "all"], "zig build test")
+
+
+def metrics_doc(out: Path) -> Path:
+    """Write the metrics table generated from ``filter/src/reason.zig`` to ``out`` (Markdown).
+
+    Raises:
+        BuildError: zig failed (the message holds its stderr).
+    """
+    _zig_build(["metrics-doc", f"-Dout={Path(out).resolve()}"], "zig build metrics-doc")
+    return Path(out)

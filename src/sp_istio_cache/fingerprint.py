@@ -1,19 +1,48 @@
-"""Request fingerprint: the cache key the filter and the backend both compute.
+"""Request fingerprint: the primary cache key the filter and the backend both compute.
 
-The layout is specified in ``docs/protocol.md`` ("Request fingerprint"); the Zig implementation is
-``filter/src/fingerprint.zig``. Both are checked against ``filter/testdata/fingerprint_vectors.json``.
+The layout is specified in ``docs/protocol.md`` ("Request fingerprint", protocol version 2); the
+Zig implementation is ``filter/src/fingerprint.zig``. Both are checked against
+``filter/testdata/fingerprint_vectors.json``. The length-prefixed ``field`` encoding defined here is
+shared with the variant hash and the entry signature (:mod:`sp_istio_cache.entry`).
 """
 
 from __future__ import annotations
 
 import hashlib
-from collections.abc import Iterable, Mapping, Sequence
+from typing import Protocol
 
-VERSION_TAG = b"sp-istio-cache/1"
+VERSION_TAG = b"sp-istio-cache/2"
 
 
-def _field(h: "hashlib._Hash", data: bytes) -> None:
-    h.update(len(data).to_bytes(8, "big"))
+class _Updatable(Protocol):
+    def update(self, data: bytes, /) -> None: ...
+
+
+def wire_bytes(value: str | bytes, what: str = "value") -> bytes:
+    """The bytes of a value taken from the wire: ``bytes`` as they are, ``str`` as UTF-8.
+
+    Raises:
+        TypeError: ``value`` is neither (the message names ``what``).
+    """
+    if isinstance(value, (bytes, bytearray, memoryview)):
+        return bytes(value)
+    if isinstance(value, str):
+        return value.encode()
+    raise TypeError(f"{what} must be str or bytes, got {type(value).__name__}")
+
+
+def u64be(h: _Updatable, n: int) -> None:
+    """Feed ``n`` (0 <= n < 2**64) into ``h`` as 8 bytes big-endian.
+
+    Raises:
+        OverflowError: ``n`` is negative or does not fit in 64 bits.
+    """
+    h.update(n.to_bytes(8, "big"))
+
+
+def field(h: _Updatable, data: bytes) -> None:
+    """Feed ``field(data)`` of docs/protocol.md into ``h``: 8-byte big-endian length, then bytes."""
+    u64be(h, len(data))
     h.update(data)
 
 
@@ -24,32 +53,33 @@ def cache_method(method: str) -> str:
 
 def request_fingerprint(
     method: str,
-    authority: str,
-    path: str,
-    headers: Mapping[str, Sequence[str]],
-    vary: Iterable[str],
+    scheme: str,
+    authority: str | bytes,
+    path: str | bytes,
     body: bytes = b"",
 ) -> str:
-    """Return the 64-hex-character SHA-256 fingerprint of a request.
+    """Return the 64-hex-character BLAKE2b-256 primary cache key of a request.
 
     Args:
         method: request method as sent; HEAD is keyed as GET.
-        authority: ``:authority`` as sent; lower-cased here.
-        path: path + query exactly as sent.
-        headers: lower-case header name -> every value in order.
-        vary: names of the headers that take part in the key (any case; de-duplicated, sorted).
+        scheme: ``:scheme`` (``http`` when absent); lower-cased here (ASCII letters only).
+        authority: ``:authority`` as sent (``str`` is taken as UTF-8); lower-cased here, ASCII
+            letters only, other bytes unchanged.
+        path: path + query exactly as sent, any bytes (``str`` is taken as UTF-8).
         body: exact request body bytes (empty for bodiless requests).
+
+    Raises:
+        TypeError: an argument of another type (the message names it), such as the mapping of
+            headers that protocol version 1 took in fourth place.
     """
-    h = hashlib.sha256()
-    _field(h, VERSION_TAG)
-    _field(h, cache_method(method).encode())
-    _field(h, authority.lower().encode())
-    _field(h, path.encode())
-    for name in sorted({v.lower() for v in vary}):
-        values = headers.get(name, ())
-        _field(h, name.encode())
-        h.update(len(values).to_bytes(8, "big"))
-        for value in values:
-            _field(h, value.encode())
-    _field(h, body)
+    if not isinstance(body, (bytes, bytearray, memoryview)):
+        raise TypeError(f"body must be bytes, got {type(body).__name__}")
+    h = hashlib.blake2b(digest_size=32)
+    field(h, VERSION_TAG)
+    field(h, wire_bytes(cache_method(method), "method"))
+    # bytes.lower() changes ASCII letters only, exactly as the filter's std.ascii.lowerString
+    field(h, wire_bytes(scheme, "scheme").lower())
+    field(h, wire_bytes(authority, "authority").lower())
+    field(h, wire_bytes(path, "path"))
+    field(h, bytes(body))
     return h.hexdigest()

@@ -1,7 +1,10 @@
 """The filter's plugin configuration: validation against ``filter/config.schema.json``.
 
-The schema is the single description of the configuration; the filter refuses the same unknown
-keys and wrong types in ``proxy_on_configure`` (tests check both sides).
+The schema is the single description of the configuration (keys, types, defaults, bounds, and the
+rules between keys); the filter's Zig parser refuses the same configurations in
+``proxy_on_configure``. ``filter/config_test.zig`` checks the Zig defaults and bounds against the
+schema and ``tests/test_pluginconfig.py`` checks both parsers accept and refuse the same boundary
+values. Nothing here re-states a bound.
 """
 
 from __future__ import annotations
@@ -40,21 +43,25 @@ def validate(config: dict[str, Any]) -> dict[str, Any]:
     errors = sorted(validator.iter_errors(config), key=lambda e: list(e.absolute_path))
     if errors:
         err = errors[0]
+        if "allOf" in err.absolute_schema_path:
+            # the one rule between keys (the Zig parser names the same key)
+            raise PluginConfigError(
+                "plugin config $.store_set_cookie_responses: requires set-cookie to be absent from "
+                "redact_headers, given explicitly (a stored Set-Cookie must be replayed whole)"
+            )
         where = "$" + "".join(f"[{p!r}]" if isinstance(p, int) else f".{p}" for p in err.absolute_path)
         raise PluginConfigError(f"plugin config {where}: {err.message}")
-    redacted = {h.lower() for h in config.get("redact_headers", defaults()["redact_headers"])}
-    clash = sorted(h for h in config.get("vary_headers", []) if h.lower() in redacted)
-    if clash:
-        raise PluginConfigError(
-            f"plugin config $.vary_headers: {clash} are also redacted, so the backend could not "
-            "recompute the cache key (docs/protocol.md)"
-        )
     return config
 
 
-#: the filter never holds more request body than this, whatever the config says (960 KiB, below
-#: Envoy's default 1 MiB connection buffer; filter/src/filter.zig ``envoy_hold_limit``)
-REQUEST_HOLD_CAP_BYTES = 1024 * 1024 - 64 * 1024
+def bound(key: str, which: str = "maximum") -> int:
+    """An integer key's ``minimum`` or ``maximum`` from the schema (bytes, ms or seconds as the key
+    says).
+
+    Raises:
+        KeyError: the key has no such bound.
+    """
+    return int(schema()["properties"][key][which])
 
 
 def fit_body_limits(config: dict[str, Any], response_bytes: int, request_bytes: int = 0) -> dict[str, Any]:
@@ -63,13 +70,13 @@ def fit_body_limits(config: dict[str, Any], response_bytes: int, request_bytes: 
 
     Used where the workbench measures the filter *at* a size (benchmark cells, smoke): a cell
     that measures buffering overhead at 1 MiB needs the filter to buffer 1 MiB. Limits the caller
-    set are kept as they are (a measurement of the limit itself). The request limit never passes
-    :data:`REQUEST_HOLD_CAP_BYTES`. Sizes in bytes.
+    set are kept as they are (a measurement of the limit itself). Neither limit passes the schema's
+    maximum. Sizes in bytes.
     """
     out = dict(config)
     limits = defaults()
     if "max_response_body_bytes" not in out and response_bytes > limits["max_response_body_bytes"]:
-        out["max_response_body_bytes"] = int(response_bytes)
+        out["max_response_body_bytes"] = int(min(response_bytes, bound("max_response_body_bytes")))
     if "max_request_body_bytes" not in out and request_bytes > limits["max_request_body_bytes"]:
-        out["max_request_body_bytes"] = int(min(request_bytes, REQUEST_HOLD_CAP_BYTES))
+        out["max_request_body_bytes"] = int(min(request_bytes, bound("max_request_body_bytes")))
     return out

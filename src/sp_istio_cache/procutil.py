@@ -11,10 +11,13 @@ import signal
 import subprocess
 import time
 from pathlib import Path
+from typing import Self
 
 
-def spawn(argv: list[str], log_path: Path, env: dict[str, str] | None = None) -> subprocess.Popen:
-    """Start ``argv`` in a new session (its own process group), stdout+stderr appended to ``log_path``.
+def spawn(argv: list[str], log_path: Path, env: dict[str, str] | None = None,
+          cwd: Path | None = None) -> subprocess.Popen:
+    """Start ``argv`` in a new session (its own process group), stdout+stderr appended to ``log_path``,
+    in directory ``cwd`` (None: ours).
 
     Raises:
         FileNotFoundError: the executable does not exist.
@@ -28,6 +31,7 @@ def spawn(argv: list[str], log_path: Path, env: dict[str, str] | None = None) ->
             stderr=subprocess.STDOUT,
             start_new_session=True,
             env=env,
+            cwd=cwd,
         )
 
 
@@ -89,3 +93,50 @@ def tail(path: Path, max_bytes: int = 4000) -> str:
             return f.read().decode(errors="replace")
     except FileNotFoundError:
         return ""
+
+
+def free_port(host: str = "127.0.0.1") -> int:
+    """A TCP port free on ``host`` right now (for servers that cannot bind port 0 and report it,
+    such as redis-server; the caller retries when another process takes it first)."""
+    import socket
+
+    with socket.socket(socket.AF_INET, socket.SOCK_STREAM) as sock:
+        sock.bind((host, 0))
+        return sock.getsockname()[1]
+
+
+class ChildServer:
+    """A server run as a child process group: subclasses :meth:`start` it; :meth:`stop` ends its
+    whole group (idempotent), and the context manager always does.
+
+    Attributes:
+        workdir: where the log (``log_name``) is written.
+        proc: the process (None before the start).
+        port: the port it listens on (None before the start).
+    """
+
+    #: the log file's name in ``workdir``
+    log_name = "server.log"
+
+    def __init__(self, workdir: Path) -> None:
+        self.workdir = Path(workdir)
+        self.proc: subprocess.Popen | None = None
+        self.port: int | None = None
+
+    @property
+    def log_path(self) -> Path:
+        return self.workdir / self.log_name
+
+    def start(self, timeout_s: float = 10.0) -> Self:  # pragma: no cover - every subclass has its own
+        raise NotImplementedError
+
+    def stop(self) -> None:
+        """Stop the server's process group; idempotent."""
+        if self.proc is not None:
+            stop(self.proc)
+
+    def __enter__(self) -> Self:
+        return self.start()
+
+    def __exit__(self, *exc: object) -> None:
+        self.stop()

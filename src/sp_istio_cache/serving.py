@@ -37,8 +37,8 @@ def write_port_file(path: Path, port: int) -> None:
         raise
 
 
-async def serve(app: web.Application, host: str, port: int, port_file: Path | None = None) -> None:
-    """Serve ``app`` on ``host:port`` until SIGTERM or SIGINT, then clean up and return.
+def bind(host: str, port: int) -> socket.socket:
+    """A listening, non-blocking TCP socket on ``host:port`` (0 picks a free port).
 
     Raises:
         OSError: the address cannot be bound.
@@ -53,6 +53,19 @@ async def serve(app: web.Application, host: str, port: int, port_file: Path | No
         sock.close()
         raise
     sock.setblocking(False)
+    return sock
+
+
+async def serve(app: web.Application, host: str, port: int, port_file: Path | None = None,
+                sock: socket.socket | None = None) -> None:
+    """Serve ``app`` on ``host:port`` (or on the already listening ``sock``, e.g. one shared by
+    pre-forked workers) until SIGTERM or SIGINT, then clean up and return.
+
+    Raises:
+        OSError: the address cannot be bound.
+    """
+    if sock is None:
+        sock = bind(host, port)
     bound_port = sock.getsockname()[1]
 
     stop = asyncio.Event()
@@ -75,12 +88,13 @@ async def serve(app: web.Application, host: str, port: int, port_file: Path | No
             loop.remove_signal_handler(sig)
 
 
-def run(app: web.Application, host: str, port: int, port_file: Path | None = None) -> int:
+def run(app: web.Application, host: str, port: int, port_file: Path | None = None,
+        sock: socket.socket | None = None) -> int:
     """Blocking wrapper around :func:`serve`; returns the process exit code (0)."""
     # uvloop: a libuv event loop, markedly cheaper per request than asyncio's default loop;
     # the backend sits on every lookup's path, so its CPU per request is the filter's latency.
     with asyncio.Runner(loop_factory=uvloop.new_event_loop) as runner:
-        runner.run(serve(app, host, port, port_file))
+        runner.run(serve(app, host, port, port_file, sock))
     return 0
 
 
@@ -95,8 +109,13 @@ def service_parser(prog: str, description: str) -> argparse.ArgumentParser:
     return p
 
 
+def configure_logging(level: str) -> None:
+    """Log records at ``level`` and above to stderr, one line each."""
+    logging.basicConfig(stream=sys.stderr, level=level.upper(),
+                        format="%(asctime)s %(process)d %(levelname)s %(name)s: %(message)s")
+
+
 def run_service(app: web.Application, args: argparse.Namespace) -> int:
     """Configure logging from ``args.log_level`` (to stderr) and serve ``app`` on the parsed address."""
-    logging.basicConfig(stream=sys.stderr, level=args.log_level.upper(),
-                        format="%(asctime)s %(levelname)s %(name)s: %(message)s")
+    configure_logging(args.log_level)
     return run(app, args.host, args.port, args.port_file)

@@ -46,8 +46,9 @@ def run_smoke(stack: Stack, size_bytes: int = 65536) -> SmokeResult:
     Raises:
         TimeoutError: the store did not reach the backend within 5 s.
     """
+    # explicit freshness: by default the filter stores only what asks to be stored (RFC 9111)
     path = f"/bytes/{size_bytes}"
-    url = stack.listener_url + path
+    url = stack.listener_url + path + "?cache_control=max-age%3D300"
     stores_before = stack.backend_stats()["stores"]
     first = request(url)
     wait_ms = stack.wait_for_stores(stores_before + 1)

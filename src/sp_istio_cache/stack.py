@@ -7,6 +7,7 @@ smoke check, the tests and the benchmark all start the stack through this one cl
 
 from __future__ import annotations
 
+import ipaddress
 import json
 import os
 import tempfile
@@ -14,11 +15,16 @@ import time
 from dataclasses import asdict, dataclass, field
 from pathlib import Path
 from typing import Any
+from urllib.parse import urlsplit
 
 from . import envoyconf, procutil
 from .paths import DIST_WASM, FILTER_DIR
 from .runtime import EnvoyRuntime, get_runtime
-from .services import ServiceProcess, backend_service, upstream_service
+from .services import RedisServer, ServiceProcess, backend_service, new_secret, upstream_service
+
+#: the per-process request counters of a backend's /stats (the other fields describe the storage)
+COUNTERS = ("lookups", "hits", "misses", "stores", "stored_bytes", "invalidations", "invalidated_entries",
+            "rejected", "auth_failures")
 
 
 @dataclass
@@ -30,7 +36,11 @@ class StackSpec:
         runtime: Envoy runtime name (``local``).
         wasm_path: the filter module; built on demand when it is the default and missing/stale.
         plugin_config: filter configuration (validated against filter/config.schema.json).
-        storage: backend storage name (``sqlite`` or ``memory``).
+        storage: backend storage name (``sqlite``, ``memory`` or ``redis``).
+        redis_url: the Redis/Valkey server of ``storage="redis"``; None starts a throwaway
+            ``redis-server`` on loopback for the stack.
+        backend_replicas: backend processes sharing the storage; Envoy's backend cluster gets one
+            endpoint per replica (``memory`` is private to a process: 1 only).
         concurrency: Envoy worker threads (``--concurrency``).
         per_connection_buffer_limit_bytes: None keeps Envoy's default (1 MiB).
         component_log_level: Envoy ``--component-log-level`` (``wasm:debug`` shows every decision).
@@ -39,6 +49,19 @@ class StackSpec:
         backend_port: an externally started backend on loopback (tests: a faulty backend, a
             closed port); the Stack then starts no backend of its own and ``backend_stats()``
             is unavailable. None (default) starts the real backend.
+        fail_strategy: ``open`` | ``closed`` | ``reload``: Envoy's Wasm ``failure_policy`` when the
+            filter's VM fails (``envoyconf.FAIL_STRATEGIES``, docs/deploy.md).
+        upstream_url: an HTTP service to put behind Envoy instead of the test upstream
+            (``http(s)://host[:port]``); the Stack then starts no upstream (``upstream`` is None).
+        direct_response_bytes: variant ``floor``: the size of Envoy's direct response (no
+            upstream is started).
+        listen_address: the address Envoy's listener binds (None: loopback, like everything
+            else); the admin API always stays on loopback.
+        allow_on_headers_stop_iteration: the Wasm filter's Envoy field; False is what Istio's
+            WasmPlugin gives (a StopIteration from a headers callback then stops the body too).
+        upstream_port: an externally started origin on loopback (the conformance suite's origin
+            server); the Stack then starts no upstream test app and ``upstream_count()`` is
+            unavailable. None (default) starts the upstream test app.
     """
 
     variant: str = "filter"
@@ -46,13 +69,20 @@ class StackSpec:
     wasm_path: Path = DIST_WASM
     plugin_config: dict[str, Any] = field(default_factory=dict)
     storage: str = "sqlite"
-    default_ttl_s: int = 300
+    redis_url: str | None = None
+    backend_replicas: int = 1
     concurrency: int = 2
     per_connection_buffer_limit_bytes: int | None = None
     component_log_level: str = "wasm:info"
     envoy_path: Path | None = None
     runtime_options: dict[str, Any] = field(default_factory=dict)
     backend_port: int | None = None
+    fail_strategy: str = "open"
+    upstream_url: str | None = None
+    direct_response_bytes: int = 0
+    listen_address: str | None = None
+    allow_on_headers_stop_iteration: bool = True
+    upstream_port: int | None = None
 
 
 def wasm_is_stale(wasm: Path = DIST_WASM) -> bool:
@@ -92,36 +122,67 @@ class Stack:
             workdir = Path(self._tmp.name)
         self.workdir = Path(workdir)
         self.upstream: ServiceProcess | None = None
-        self.backend: ServiceProcess | None = None
+        self.backends: list[ServiceProcess] = []
+        self.redis: RedisServer | None = None
         self.envoy: EnvoyRuntime | None = None
+        #: fresh per stack: the backend's key (also the filter's ``backend_key``) and the filter's
+        #: entry ``signing_key`` (>= 32 bytes), unless the plugin config sets its own
+        self.backend_key = str(self.spec.plugin_config.get("backend_key") or new_secret())
+        self.signing_key = str(self.spec.plugin_config.get("signing_key") or new_secret())
+
+    @property
+    def backend(self) -> ServiceProcess | None:
+        """The first backend replica (None when the stack runs none)."""
+        return self.backends[0] if self.backends else None
 
     @property
     def uses_filter(self) -> bool:
         return self.spec.variant in ("filter", "filter-off")
 
     @property
+    def running_envoy(self) -> EnvoyRuntime:
+        """The started Envoy runtime.
+
+        Raises:
+            RuntimeError: the stack has not started.
+        """
+        if self.envoy is None:
+            raise RuntimeError("stack not started")
+        return self.envoy
+
+    @property
     def listener_url(self) -> str:
         assert self.envoy and self.envoy.listener_url, "stack not started"
         return self.envoy.listener_url
 
-    def start(self) -> "Stack":
+    def start(self) -> Stack:
         """Start every part; on any failure stop what started and re-raise."""
         try:
             self.workdir.mkdir(parents=True, exist_ok=True)
             wasm = ensure_wasm(self.spec.wasm_path) if self.uses_filter else None
-            self.upstream = upstream_service(self.workdir)
-            self.upstream.start()
+            target = _upstream_target(self.spec.upstream_url)
+            if self.spec.upstream_port is not None:
+                target["upstream_port"] = self.spec.upstream_port  # an origin started by the caller
+            elif self.spec.variant != "floor" and self.spec.upstream_url is None:
+                self.upstream = upstream_service(self.workdir)
+                self.upstream.start()
+                target["upstream_port"] = self.upstream.port
             if self.uses_filter and self.spec.backend_port is None:
-                self.backend = backend_service(self.workdir, storage=self.spec.storage,
-                                               default_ttl_s=self.spec.default_ttl_s)
-                self.backend.start()
+                self._start_backends()
+            ports = tuple(b.bound_port for b in self.backends) or (self.spec.backend_port or 0,)
             config = envoyconf.render(envoyconf.EnvoyConfig(
                 variant=self.spec.variant,
-                upstream_port=self.upstream.port,
-                backend_port=self.backend.port if self.backend else (self.spec.backend_port or 0),
+                **target,
+                backend_port=ports[0] if ports else (self.spec.backend_port or 0),
+                backend_ports=ports,
                 wasm_path=wasm,
-                plugin_config=self.spec.plugin_config,
+                plugin_config={"backend_key": self.backend_key, "signing_key": self.signing_key,
+                               **self.spec.plugin_config},
                 per_connection_buffer_limit_bytes=self.spec.per_connection_buffer_limit_bytes,
+                fail_strategy=self.spec.fail_strategy,
+                direct_response_bytes=self.spec.direct_response_bytes,
+                listener_address=self.spec.listen_address,
+                allow_on_headers_stop_iteration=self.spec.allow_on_headers_stop_iteration,
             ))
             runtime_cls = get_runtime(self.spec.runtime)
             kwargs: dict[str, Any] = dict(concurrency=self.spec.concurrency,
@@ -137,9 +198,26 @@ class Stack:
             raise
         return self
 
+    def _start_backends(self) -> None:
+        """Start Redis (when the stack brings its own) and every backend replica."""
+        if self.spec.backend_replicas < 1:
+            raise ValueError(f"backend_replicas must be >= 1, got {self.spec.backend_replicas}")
+        redis_url = self.spec.redis_url
+        if self.spec.storage == "redis" and redis_url is None:
+            self.redis = RedisServer(self.workdir / "redis").start()
+            redis_url = self.redis.url
+        key_file = self.workdir / "backend.key"
+        key_file.touch(mode=0o600)
+        key_file.write_text(self.backend_key + "\n")
+        for index in range(self.spec.backend_replicas):
+            backend = backend_service(self.workdir, storage=self.spec.storage, redis_url=redis_url,
+                                      key_file=key_file, name="backend" if index == 0 else f"backend-{index + 1}")
+            self.backends.append(backend)
+            backend.start()
+
     def stop(self) -> None:
-        """Stop Envoy, backend, upstream (reverse order); idempotent, never raises for a dead part."""
-        for part in (self.envoy, self.backend, self.upstream):
+        """Stop Envoy, backends, Redis, upstream (reverse order); idempotent, never raises for a dead part."""
+        for part in (self.envoy, *self.backends, self.redis, self.upstream):
             if part is not None:
                 part.stop()
 
@@ -150,7 +228,7 @@ class Stack:
             self._tmp.cleanup()
             self._tmp = None
 
-    def __enter__(self) -> "Stack":
+    def __enter__(self) -> Stack:
         return self.start()
 
     def __exit__(self, *exc: object) -> None:
@@ -159,13 +237,20 @@ class Stack:
     # -- ground truth ------------------------------------------------------------------------
     def upstream_count(self, path: str) -> int:
         """Requests the upstream app has served for ``path`` (its own counter)."""
-        assert self.upstream
+        assert self.upstream, "no upstream test app in this stack (external origin)"
         return int(self.upstream.get_json("/__stats")["by_path"].get(path, 0))
 
     def backend_stats(self) -> dict[str, Any]:
-        """The backend's ``/stats`` JSON (entries, bytes, lookups, hits, misses, stores, rejected)."""
-        assert self.backend, "no backend in this variant"
-        return self.backend.get_json("/stats")
+        """The backend's ``/stats`` JSON (entries, bytes, lookups, hits, misses, stores, rejected,
+        ...; docs/backend.md): storage figures from the first replica (the storage is shared),
+        request counters summed over every replica."""
+        assert self.backends, "no backend in this variant"
+        stats = [b.get_json("/stats") for b in self.backends]
+        total = dict(stats[0])
+        for other in stats[1:]:
+            for name in COUNTERS:
+                total[name] += other[name]
+        return total
 
     def filter_stats(self) -> dict[str, float]:
         """The filter's metrics from Envoy, without the ``wasmcustom.`` prefix."""
@@ -198,15 +283,42 @@ class Stack:
             "listener": self.envoy.listener_url if self.envoy else None,
             "admin": self.envoy.admin_url if self.envoy else None,
             "backend": self.backend.url if self.backend else None,
-            "upstream": self.upstream.url if self.upstream else None,
+            "backends": [b.url for b in self.backends],
+            "backend_key_file": str(self.workdir / "backend.key") if self.backends else None,
+            "redis": self.redis.url if self.redis else self.spec.redis_url,
+            "upstream": self.upstream.url if self.upstream else (
+                f"http://127.0.0.1:{self.spec.upstream_port}" if self.spec.upstream_port else None),
             "envoy_log": str(self.workdir / "envoy.log"),
+            # in stop order: Envoy first, the upstream last
             "pids": {
                 "envoy": envoy_pid,
-                "backend": self.backend.proc.pid if self.backend and self.backend.proc else None,
+                **{b.name: b.proc.pid if b.proc else None for b in self.backends},
+                "redis": self.redis.proc.pid if self.redis and self.redis.proc else None,
                 "upstream": self.upstream.proc.pid if self.upstream and self.upstream.proc else None,
             },
-            "spec": {k: (str(v) if isinstance(v, Path) else v) for k, v in asdict(self.spec).items()},
+            "spec": _redacted({k: (str(v) if isinstance(v, Path) else v) for k, v in asdict(self.spec).items()}),
         }
+
+
+def _redacted(spec: dict[str, Any]) -> dict[str, Any]:
+    """``spec`` with the plugin config's secrets replaced: the state file is no place for keys."""
+    config = {k: ("<redacted>" if k in ("backend_key", "signing_key") else v)
+              for k, v in spec.get("plugin_config", {}).items()}
+    return {**spec, "plugin_config": config}
+def _upstream_target(url: str | None) -> dict[str, Any]:
+    """EnvoyConfig's upstream fields for an external ``url`` (None: the test upstream on loopback,
+    port filled in once it listens)."""
+    if url is None:
+        return {"upstream_port": 0}
+    parts = urlsplit(url)
+    host = parts.hostname or ""
+    try:
+        ipaddress.ip_address(host)
+        dns = False
+    except ValueError:
+        dns = True
+    return {"upstream_host": host, "upstream_port": parts.port or (443 if parts.scheme == "https" else 80),
+            "upstream_tls": parts.scheme == "https", "upstream_dns": dns, "upstream_authority": parts.netloc}
 
 
 # -- detached stacks (`up` / `down`) -------------------------------------------------------------
@@ -257,8 +369,7 @@ def stop_detached(state_file: Path) -> list[str]:
         return stopped
     if state is None:
         return stopped
-    for name in ("envoy", "backend", "upstream"):
-        pid = state.get("pids", {}).get(name)
+    for name, pid in state.get("pids", {}).items():  # recorded in stop order
         if pid and _is_ours(pid):
             procutil.terminate_group(pid)
             stopped.append(f"{name} (pid {pid})")
@@ -271,4 +382,4 @@ def _is_ours(pid: int) -> bool:
         cmdline = Path(f"/proc/{pid}/cmdline").read_bytes()
     except OSError:
         return False
-    return b"envoy" in cmdline or b"sp_istio_cache" in cmdline
+    return b"envoy" in cmdline or b"sp_istio_cache" in cmdline or b"redis-server" in cmdline

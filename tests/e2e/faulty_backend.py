@@ -1,16 +1,18 @@
 """A deliberately misbehaving cache backend, FOR TESTS ONLY.
 
-It speaks just enough of the backend's HTTP surface (``POST /v1/inject``, ``POST /v1/traces``)
-to let the filter reach it, then answers wrongly in one of these modes:
+It speaks just enough of the backend's HTTP surface (protocol version 2: ``POST /v1/inject``,
+``POST /v1/traces``, ``POST /v1/invalidate``) to let the filter reach it, then answers wrongly in
+one of these modes:
 
-    miss       404 to every lookup, 200 to every store (a well-behaved empty cache)
+    miss       404 to every lookup, 200 to every store and invalidation (a well-behaved empty cache)
     garbage    200 with bytes that are not a protobuf ``TracesData``
-    truncated  200 with the first half of a valid hit answer (its body would be ``POISON``)
+    truncated  200 with the first half of a well-formed lookup answer (one candidate span whose
+               body is ``POISON``)
     http500    500 "boom"
     sleep      sleeps ``sleep_s`` seconds, then answers like ``miss``
     reset      aborts the connection (TCP RST) without answering
 
-The mode applies to both routes (a store is faulted like a lookup) and may be changed while the
+The mode applies to every route (a store is faulted like a lookup) and may be changed while the
 server runs. The server is an aiohttp app on its own event loop in a daemon thread, bound to
 127.0.0.1 port 0; use it as a context manager so it always stops::
 
@@ -28,7 +30,7 @@ from collections import Counter
 
 from aiohttp import web
 
-from sp_istio_cache.otlp import CachedResponse, encode_hit
+from sp_istio_cache.entry import Envelope, Request, encode_span, signed_entry, traces_data
 
 MODES = ("miss", "garbage", "truncated", "http500", "sleep", "reset")
 
@@ -39,8 +41,13 @@ POISON = b"POISON" * 200
 
 
 def truncated_hit() -> bytes:
-    """The first half of a well-formed hit answer (status 200, body ``POISON``)."""
-    full = encode_hit(CachedResponse(200, {"content-type": ["text/plain"], "x-poison": ["1"]}, POISON), 0)
+    """The first half of a well-formed lookup answer: one signed candidate (status 200, body
+    ``POISON``) for ``GET /poison``, framed as docs/protocol.md says."""
+    request = Request("GET", "http", "faulty.example", "/poison")
+    entry = signed_entry(request, 200, [("content-type", "text/plain"), ("x-poison", "1")], POISON,
+                         b"k" * 32, request_time_ms=0, response_time_ms=0)
+    envelope = Envelope()
+    full = traces_data([encode_span(envelope, request, entry=entry, retain_seconds=60)], envelope)
     return full[: len(full) // 2]
 
 
@@ -49,7 +56,7 @@ class FaultyBackend:
 
     Attributes:
         port: the bound loopback port (after ``start``).
-        received: requests received per route path (``/v1/inject``, ``/v1/traces``).
+        received: requests received per route path (``/v1/inject``, ``/v1/traces``, ``/v1/invalidate``).
         answered: requests that got to the end of their handler (not cancelled, not reset).
     """
 
@@ -90,9 +97,9 @@ class FaultyBackend:
         if mode == "sleep":
             await asyncio.sleep(self.sleep_s)
         self.answered[request.path] += 1
-        is_store = request.path == "/v1/traces"
+        is_lookup = request.path == "/v1/inject"
         if mode in ("miss", "sleep"):
-            return web.Response(status=200 if is_store else 404, text="stored\n" if is_store else "miss\n")
+            return web.Response(status=404 if is_lookup else 200, text="miss\n" if is_lookup else "done\n")
         if mode == "garbage":
             return web.Response(status=200, body=GARBAGE, content_type="application/x-protobuf")
         if mode == "truncated":
@@ -100,7 +107,7 @@ class FaultyBackend:
         return web.Response(status=500, text="boom\n")  # http500
 
     # ------------------------------------------------------------------ lifecycle
-    def start(self) -> "FaultyBackend":
+    def start(self) -> FaultyBackend:
         ready = threading.Event()
         errors: list[BaseException] = []
 
@@ -112,6 +119,7 @@ class FaultyBackend:
                 app = web.Application(client_max_size=64 * 1024 * 1024)
                 app.router.add_post("/v1/inject", self._handle)
                 app.router.add_post("/v1/traces", self._handle)
+                app.router.add_post("/v1/invalidate", self._handle)
                 runner = web.AppRunner(app, handle_signals=False, access_log=None)
                 loop.run_until_complete(runner.setup())
                 site = web.TCPSite(runner, "127.0.0.1", 0)
@@ -143,7 +151,7 @@ class FaultyBackend:
             self._thread.join(10)
         self._thread = None
 
-    def __enter__(self) -> "FaultyBackend":
+    def __enter__(self) -> FaultyBackend:
         return self.start()
 
     def __exit__(self, *exc: object) -> None:

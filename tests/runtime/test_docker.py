@@ -4,7 +4,6 @@ from __future__ import annotations
 
 import hashlib
 import http.client
-import os
 import signal
 import subprocess
 import sys
@@ -70,7 +69,7 @@ def test_no_engine_is_a_clear_error_and_local_still_works(tmp_path, monkeypatch)
 def test_miss_then_hit_through_the_filter_in_a_container(docker_engine, make_stack):
     stack = make_stack(variant="filter", runtime="docker")
     assert stack.envoy.name == "docker"
-    url = stack.listener_url + "/bytes/65536"
+    url = stack.listener_url + "/bytes/65536?cache_control=max-age%3D60"  # explicit freshness (RFC 9111)
 
     first = request(url)
     assert (first.status, first.cache, len(first.body)) == (200, "MISS", 65536)
@@ -81,7 +80,8 @@ def test_miss_then_hit_through_the_filter_in_a_container(docker_engine, make_sta
     assert stack.upstream_count("/bytes/65536") == 1
 
     stats = stack.filter_stats()
-    assert (stats["sp_cache.hit"], stats["sp_cache.miss"], stats["sp_cache.store_sent"]) == (1, 1, 1)
+    assert (stats["sp_cache.hit"], stats["sp_cache.l1_hit"], stats["sp_cache.miss"], stats["sp_cache.store_sent"]) == (
+        1, 1, 1, 1)
     mounts = {m["Destination"]: m for m in stack.envoy.container.attrs["Mounts"]}
     assert mounts[str(stack.spec.wasm_path)]["RW"] is False  # the module is mounted read-only
     assert mounts["/etc/envoy/envoy.yaml"]["RW"] is False

@@ -10,8 +10,7 @@ import pytest
 
 from sp_istio_cache.runtime import envoy_binary
 from sp_istio_cache.runtime.docker import OWNER_LABEL
-from sp_istio_cache.runtime.image import (IMAGE_ENVOY_PATH, MANAGED_LABEL, ensure_image, envoy_version,
-                                          shared_libraries)
+from sp_istio_cache.runtime.image import IMAGE_ENVOY_PATH, MANAGED_LABEL, ensure_image, envoy_version, shared_libraries
 
 pytestmark = pytest.mark.docker
 
@@ -20,7 +19,8 @@ def test_ldd_lists_only_glibc_and_the_loader():
     names = sorted(p.name for p in shared_libraries(envoy_binary()))
     assert "libc.so.6" in names
     assert any(n.startswith("ld-linux") for n in names)
-    assert all(n.split(".so")[0] in {"libc", "libm", "librt", "libdl", "libpthread", "ld-linux-x86-64"} for n in names), names
+    glibc = {"libc", "libm", "librt", "libdl", "libpthread", "ld-linux-x86-64"}
+    assert all(n.split(".so")[0] in glibc for n in names), names
 
 
 def test_image_builds_without_network_and_an_unchanged_build_is_skipped(docker_engine):

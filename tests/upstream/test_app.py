@@ -223,3 +223,80 @@ def test_large_body_is_fast(client):
     assert len(first.body) == 8 * 1024 * 1024
     assert first.body == second.body
     assert time.monotonic() - start < 5
+
+
+LAST_MODIFIED = "Sun, 06 Nov 1994 08:49:37 GMT"
+
+
+def test_last_modified_and_if_modified_since(client):
+    path = "/bytes/10?last_modified=" + LAST_MODIFIED.replace(" ", "%20")
+    reply = client.get(path)
+    assert (reply.status, reply.header("last-modified"), len(reply.body)) == (200, LAST_MODIFIED, 10)
+    same = client.get(path, headers={"If-Modified-Since": LAST_MODIFIED})
+    assert (same.status, same.body, same.header("last-modified")) == (304, b"", LAST_MODIFIED)
+    later = client.get(path, headers={"If-Modified-Since": "Mon, 07 Nov 1994 08:49:37 GMT"})
+    assert later.status == 304
+    earlier = client.get(path, headers={"If-Modified-Since": "Sat, 05 Nov 1994 08:49:37 GMT"})
+    assert (earlier.status, len(earlier.body)) == (200, 10)
+    invalid = client.get(path, headers={"If-Modified-Since": "yesterday"})
+    assert invalid.status == 200
+    # RFC 9110 §13.1.3: If-Modified-Since is ignored when If-None-Match is present
+    both = client.get(path, headers={"If-Modified-Since": LAST_MODIFIED, "If-None-Match": '"x"'})
+    assert both.status == 200
+
+
+def test_bad_last_modified_is_400(client):
+    reply = client.get("/bytes/1?last_modified=soon")
+    assert reply.status == 400
+    assert reply.body == b"last_modified='soon': not an HTTP-date (e.g. Sun, 06 Nov 1994 08:49:37 GMT)\n"
+
+
+def test_echo_headers_returns_the_request_as_received(client):
+    reply = client.get("/bytes/5?echo_headers=1&cache_control=max-age%3D9",
+                       headers={"X-Note": "one", "Accept-Encoding": "br"})
+    assert (reply.status, reply.header("content-type")) == (200, "application/json")
+    assert reply.header("cache-control") == "max-age=9"
+    echo = json.loads(reply.body)
+    assert (echo["method"], echo["path"]) == ("GET", "/bytes/5?echo_headers=1&cache_control=max-age%3D9")
+    assert ["X-Note", "one"] in echo["headers"] and ["Accept-Encoding", "br"] in echo["headers"]
+    zipped = client.get("/bytes/5?echo_headers=1&gzip=1")
+    assert json.loads(gzip.decompress(zipped.body))["path"] == "/bytes/5?echo_headers=1&gzip=1"
+
+
+def test_non_latin1_request_bytes_survive_the_echo():
+    with running(create_app()) as c:
+        with socket.create_connection(("127.0.0.1", c.port), timeout=5) as s:
+            s.sendall(b"GET /bytes/1?echo_headers=1 HTTP/1.1\r\n"
+                      b"host: x\r\nx-note: caf\xe9\r\nconnection: close\r\n\r\n")
+            raw = b""
+            while chunk := s.recv(65536):
+                raw += chunk
+        echo = json.loads(raw.split(b"\r\n\r\n", 1)[1])
+        assert ["x-note", "caf\xe9"] in echo["headers"]
+        log = json.loads(c.get("/__requests").body)
+        assert [r["headers"] for r in log] == [echo["headers"]]
+
+
+def test_request_log_keeps_the_last_requests_and_resets(client):
+    client.get("/bytes/1?a=1", headers={"X-Trace": "t1"})
+    client.request("PUT", "/status/204", body=b"x")
+    client.request("DELETE", "/bytes/2")
+    client.get("/__stats")  # control routes are not logged
+    log = json.loads(client.get("/__requests").body)
+    assert [(r["method"], r["path"]) for r in log] == [("GET", "/bytes/1?a=1"), ("PUT", "/status/204"),
+                                                        ("DELETE", "/bytes/2")]
+    assert ["X-Trace", "t1"] in log[0]["headers"]
+    client.post("/__reset")
+    assert json.loads(client.get("/__requests").body) == []
+
+
+@pytest.mark.parametrize("method", ["PUT", "PATCH", "DELETE"])
+def test_unsafe_methods_are_answered_and_counted(client, method):
+    reply = client.request(method, "/status/201?header=Location:/bytes/1")
+    assert (reply.status, reply.header("location")) == (201, "/bytes/1")
+    assert json.loads(client.get("/__stats").body)["by_method"] == {method: 1}
+
+
+def test_an_etag_given_as_a_header_option_never_matches(client):
+    reply = client.get('/bytes/3?header=ETag:"v1"', headers={"If-None-Match": '"v1"'})
+    assert (reply.status, reply.header("etag"), len(reply.body)) == (200, '"v1"', 3)

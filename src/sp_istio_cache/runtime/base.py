@@ -143,7 +143,7 @@ class EnvoyRuntime(abc.ABC):
     def _log_tail(self, lines: int = 25) -> str:
         return "\n".join(self.logs().splitlines()[-lines:])
 
-    def __enter__(self) -> "EnvoyRuntime":
+    def __enter__(self) -> EnvoyRuntime:
         try:
             self.start()
             self.wait_ready()

@@ -69,7 +69,8 @@ def docker_client() -> Any:
         import docker
         import docker.errors
     except ImportError as exc:
-        raise RuntimeUnavailable(f"runtime=docker needs a Docker engine: the docker SDK is not installed ({exc})") from exc
+        raise RuntimeUnavailable("runtime=docker needs a Docker engine: the docker SDK is not installed "
+                                 f"({exc})") from exc
     try:
         client = docker.from_env(timeout=120)
         client.ping()
@@ -91,13 +92,16 @@ def envoy_version(binary: Path) -> str:
     return match.group(1)
 
 
-def shared_libraries(binary: Path) -> list[Path]:
-    """The libraries (and the dynamic loader) ``ldd`` lists for ``binary``, as ldd names them.
+def shared_libraries(binary: Path, allow_none: bool = False) -> list[Path]:
+    """The libraries (and the dynamic loader) ``ldd`` lists for ``binary``, as ldd names them;
+    with ``allow_none``, [] for an object that needs none (ldd: "statically linked").
 
     Raises:
         ImageBuildError: ldd fails, or lists a library it cannot find.
     """
     out = subprocess.run(["ldd", str(binary)], capture_output=True, text=True, timeout=30)
+    if allow_none and "statically linked" in out.stdout:
+        return []
     if out.returncode != 0:
         raise ImageBuildError(f"ldd {binary} failed: {out.stdout}{out.stderr}")
     libs: list[Path] = []
@@ -157,8 +161,6 @@ def ensure_image(envoy_path: Path | None = None, client: Any = None, *, force: b
         RuntimeUnavailable: no Docker engine.
         ImageBuildError: ldd/version failures or a failed build (message has the build log).
     """
-    import docker.errors
-
     t0 = time.monotonic()
     client = client or docker_client()
     binary = Path(envoy_path) if envoy_path else envoy_binary()
@@ -170,26 +172,35 @@ def ensure_image(envoy_path: Path | None = None, client: Any = None, *, force: b
         assemble_context(binary, context)
         digest = context_hash(context)[:16]
         tag = f"{IMAGE_REPOSITORY}:{version}-{digest}"
-        if not force:
-            try:
-                image = client.images.get(tag)
-            except docker.errors.ImageNotFound:
-                image = None
-            if image is not None:
-                return ImageInfo(tag, version, digest, False, time.monotonic() - t0, int(image.attrs["Size"]))
+        image, built = build_image(client, context, tag, {"sp-istio-cache.envoy-version": version,
+                                                          "sp-istio-cache.content-hash": digest}, force)
+    return ImageInfo(tag, version, digest, built, time.monotonic() - t0, int(image.attrs["Size"]))
+
+
+def build_image(client: Any, context: Path, tag: str, labels: dict[str, str], force: bool = False) -> tuple[Any, bool]:
+    """Build ``context`` as ``tag`` with no network and no pull, unless ``tag`` exists (and not
+    ``force``); return ``(image, built)``. The image gets :data:`MANAGED_LABEL` and ``labels``.
+
+    Raises:
+        ImageBuildError: the build failed (the message has the build log).
+    """
+    import docker.errors
+
+    if not force:
         try:
-            image, _ = client.images.build(
-                path=str(context), tag=tag, pull=False, rm=True, forcerm=True, network_mode="none",
-                labels={MANAGED_LABEL: "true", "sp-istio-cache.envoy-version": version,
-                        "sp-istio-cache.content-hash": digest},
-            )
-        except docker.errors.BuildError as exc:
-            log = "".join(str(item.get("stream", item.get("error", ""))) for item in exc.build_log)
-            raise ImageBuildError(f"docker build of {tag} failed: {exc}\n{log}") from exc
-        except docker.errors.APIError as exc:
-            raise ImageBuildError(f"docker build of {tag} failed: {exc}") from exc
+            return client.images.get(tag), False
+        except docker.errors.ImageNotFound:
+            pass
+    try:
+        image, _ = client.images.build(path=str(context), tag=tag, pull=False, rm=True, forcerm=True,
+                                       network_mode="none", labels={MANAGED_LABEL: "true", **labels})
+    except docker.errors.BuildError as exc:
+        log = "".join(str(item.get("stream", item.get("error", ""))) for item in exc.build_log)
+        raise ImageBuildError(f"docker build of {tag} failed: {exc}\n{log}") from exc
+    except docker.errors.APIError as exc:
+        raise ImageBuildError(f"docker build of {tag} failed: {exc}") from exc
     image.reload()
-    return ImageInfo(tag, version, digest, True, time.monotonic() - t0, int(image.attrs["Size"]))
+    return image, True
 
 
 def main() -> None:  # pragma: no cover - convenience entry point
@@ -207,4 +218,4 @@ if __name__ == "__main__":  # pragma: no cover
     main()
 
 __all__ = ["IMAGE_ENVOY_PATH", "IMAGE_REPOSITORY", "ImageBuildError", "ImageInfo", "MANAGED_LABEL",
-           "RuntimeUnavailable", "docker_client", "ensure_image", "envoy_version"]
+           "RuntimeUnavailable", "build_image", "docker_client", "ensure_image", "envoy_version"]
