@@ -127,3 +127,18 @@ pub fn answerStatus(num_headers: u32) ?u32 {
     defer host.free(s);
     return std.fmt.parseInt(u32, s, 10) catch null;
 }
+
+/// The body Envoy's router puts in the 504 it answers when a request outlives its timeout
+/// (Envoy `Router::Filter::onUpstreamTimeout`; measured on Envoy 1.40 with a sleeping backend).
+pub const envoy_timeout_body = "upstream request timeout";
+
+/// Whether a 504 answer of `body_size` bytes is Envoy's own timeout reply rather than a 504 the
+/// backend (or a proxy before it) sent. The callout's elapsed time alone cannot tell: Envoy arms
+/// the timer from its event loop's cached time, which on a loaded worker is milliseconds older
+/// than the clock the filter reads when it dispatches.
+pub fn isEnvoyTimeout(status: u32, body_size: u32) bool {
+    if (status != 504 or body_size != envoy_timeout_body.len) return false;
+    const body = host.getBufferBytes(.http_call_response_body, 0, body_size) catch return false;
+    defer host.free(body);
+    return std.mem.eql(u8, body, envoy_timeout_body);
+}

@@ -58,7 +58,8 @@ pub fn onAnswer(s: *Stream, token: u32, num_headers: u32, body_size: u32) void {
     }
     if (status != 200 or body_size == 0) {
         log.debug("lookup answered {d} with {d} bytes", .{ status, body_size });
-        s.decide(if (timed_out and status == 504) .lookup_timeout else .lookup_error);
+        const timeout = (timed_out and status == 504) or backend.isEnvoyTimeout(status, body_size);
+        s.decide(if (timeout) .lookup_timeout else .lookup_error);
         return s.resumeUpstream();
     }
     const body = host.getBufferBytes(.http_call_response_body, 0, body_size) catch {

@@ -83,9 +83,8 @@ def faulty_stack(module_stacks, faulty):
 
 
 # (mode, reason of every lookup, stores fail?). An answer that is not a decodable TracesData is a
-# lookup_error by docs/metrics.md ("undecodable answer"); FILTER BUG: the filter counts it as
-# entry_rejected (+ entry_rejected_malformed), the reason meant for candidates that fail
-# verification, so a broken backend looks like forged entries on a dashboard.
+# lookup_error by docs/metrics.md ("undecodable answer"), never entry_rejected: a broken backend
+# must not look like forged entries on a dashboard.
 FAULTS = [
     ("garbage", "lookup_error", False),    # 200 + not a TracesData; the store answered 200 is fine
     ("truncated", "lookup_error", False),  # 200 + half a lookup answer (whose body is POISON)

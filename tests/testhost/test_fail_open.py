@@ -9,6 +9,7 @@ import pytest
 
 from sp_istio_cache.entry import Envelope, traces_data
 from sp_istio_cache.testhost import Action, EnvoyModel
+from sp_istio_cache.testhost.callouts import TIMEOUT_BODY
 
 from ._cache import Cache
 from ._entries import candidate, entry_for, request_for
@@ -41,6 +42,10 @@ def _valid_answer(model) -> bytes:
 @pytest.mark.parametrize("fault,counter", [
     ("reset", "lookup_error"),
     ("timeout", "lookup_timeout"),
+    # Envoy arms the callout timer from its loop's cached time, so on a loaded worker its 504
+    # arrives before the filter's own clock says lookup_timeout_ms passed: still a timeout
+    ("early timeout", "lookup_timeout"),
+    ("504", "lookup_error"),  # a 504 of the backend's own (or a proxy's) is not our timeout
     ("500", "lookup_error"),
     ("401", "lookup_error"),
     ("empty 200", "lookup_error"),
@@ -56,7 +61,10 @@ def test_a_lookup_fault_is_a_miss_and_the_request_goes_upstream(make_host, fault
         model.fail_http_call(call)
     elif fault == "timeout":
         model.timeout_http_call(call)
-    elif fault in ("500", "401"):
+    elif fault == "early timeout":
+        model.advance(150)
+        model.respond_http_call(call, 504, TIMEOUT_BODY)
+    elif fault in ("504", "500", "401"):
         model.respond_http_call(call, int(fault), b"no")
     elif fault == "empty 200":
         model.respond_http_call(call, 200, b"")
