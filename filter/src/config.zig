@@ -193,7 +193,8 @@ fn parseField(comptime T: type, comptime name: []const u8, a: std.mem.Allocator,
     if (T == []const u8) {
         const s = try string(v, diag);
         if (comptime std.mem.eql(u8, name, "signing_key")) {
-            if (s.len != 0 and s.len < min_signing_key_len) return fail(diag, "must be empty or at least 32 bytes", error.OutOfRange);
+            if (s.len != 0 and (s.len < min_signing_key_len or !printableAscii(s)))
+                return fail(diag, "must be empty or 32 to 256 printable ASCII characters without spaces", error.OutOfRange);
         }
         if (comptime isEnvKey(name)) {
             if (!validEnvName(s)) return fail(diag, "must be an environment variable name ([A-Za-z_][A-Za-z0-9_]*, at most 128)", error.OutOfRange);
@@ -210,6 +211,12 @@ fn parseField(comptime T: type, comptime name: []const u8, a: std.mem.Allocator,
         return std.meta.stringToEnum(T, s) orelse fail(diag, "not one of the allowed values", error.OutOfRange);
     }
     @compileError("no parser for config field " ++ name);
+}
+
+/// Every byte a printable ASCII character other than space (the schema's `[!-~]`).
+fn printableAscii(s: []const u8) bool {
+    for (s) |b| if (b < '!' or b > '~') return false;
+    return true;
 }
 
 fn isEnvKey(comptime name: []const u8) bool {
@@ -355,6 +362,8 @@ test "errors name the key" {
         .{ .json = "{\"cacheable_statuses\": \"some\"}", .key = "cacheable_statuses", .err = error.WrongType },
         .{ .json = "{\"backend_cluster\": \"\"}", .key = "backend_cluster", .err = error.OutOfRange },
         .{ .json = "{\"signing_key\": \"short\"}", .key = "signing_key", .err = error.OutOfRange },
+        .{ .json = "{\"signing_key\": \"0123456789abcdef 0123456789abcdef\"}", .key = "signing_key", .err = error.OutOfRange },
+        .{ .json = "{\"signing_key\": \"\\u00e9\\u00e9\\u00e9\\u00e9\\u00e9\\u00e9\\u00e9\\u00e9\\u00e9\\u00e9\\u00e9\\u00e9\\u00e9\\u00e9\\u00e9\\u00e9\\u00e9\\u00e9\\u00e9\\u00e9\"}", .key = "signing_key", .err = error.OutOfRange },
         .{ .json = "{\"signing_key_env\": \"1X\"}", .key = "signing_key_env", .err = error.OutOfRange },
         .{ .json = "{\"redact_headers\": [\"Cookie\"]}", .key = "redact_headers", .err = error.OutOfRange },
         .{ .json = "{\"redact_headers\": [\"a\\r\\nb\"]}", .key = "redact_headers", .err = error.OutOfRange },

@@ -10,12 +10,12 @@ import signal
 import sys
 import time
 from pathlib import Path
-from typing import NoReturn, Optional
+from typing import Any, NoReturn, Optional
 
 import typer
 from rich.console import Console
 
-from . import __version__
+from . import __version__, procutil
 from .conformance.command import conformance as conformance_command
 from .paths import DIST_WASM, STATE_DIR
 
@@ -76,7 +76,8 @@ def build(optimize: str = typer.Option(
 
 def _spec(variant: str, runtime: str, storage: str, plugin_config: Optional[Path], wasm: Optional[Path],
           concurrency: int, log_level: str, fit_response_bytes: int = 0, fail_strategy: str = "open",
-          redis_url: Optional[str] = None, backend_replicas: int = 1):
+          redis_url: Optional[str] = None, backend_replicas: int = 1, cpu_limit: Optional[float] = None,
+          memory_limit: Optional[str] = None):
     """Build a StackSpec from CLI options, refusing bad names and plugin configs before anything starts."""
     from . import envoyconf, pluginconfig
     from .backend.storage import storage_names
@@ -95,6 +96,20 @@ def _spec(variant: str, runtime: str, storage: str, plugin_config: Optional[Path
         _fail(f"--backend-replicas {backend_replicas} needs a shared storage (sqlite or redis) and >= 1")
     if redis_url and storage != "redis":
         _fail(f"--redis-url is for --storage redis, not {storage}")
+    runtime_options: dict[str, Any] = {}
+    if cpu_limit is not None or memory_limit is not None:
+        if runtime != "docker":
+            _fail("--cpu-limit and --memory-limit need --runtime docker (a local Envoy process has no quota)")
+        if cpu_limit is not None and cpu_limit <= 0:
+            _fail(f"--cpu-limit must be > 0 cores, got {cpu_limit}")
+        from .runtime.docker import parse_memory
+
+        try:
+            parse_memory(memory_limit)
+        except ValueError as exc:
+            _fail(f"--memory-limit: {exc}")
+        runtime_options = {k: v for k, v in (("cpu_limit", cpu_limit), ("memory_limit", memory_limit))
+                           if v is not None}
     config = _load_plugin_config(plugin_config)
     if fit_response_bytes:
         config = pluginconfig.fit_body_limits(config, fit_response_bytes)
@@ -105,12 +120,16 @@ def _spec(variant: str, runtime: str, storage: str, plugin_config: Optional[Path
     return StackSpec(variant=variant, runtime=runtime, storage=storage, redis_url=redis_url,
                      backend_replicas=backend_replicas, plugin_config=config,
                      wasm_path=wasm or DIST_WASM, concurrency=concurrency,
-                     component_log_level=f"wasm:{log_level}", fail_strategy=fail_strategy)
+                     component_log_level=f"wasm:{log_level}", fail_strategy=fail_strategy,
+                     runtime_options=runtime_options)
 
 
 VariantOpt = typer.Option("filter", help="baseline | filter-off | filter | envoy-cache")
 RuntimeOpt = typer.Option("local", help="Envoy runtime: local (a process) | docker (a container on the host "
                                                  "network, image built locally from the wheel's Envoy).")
+CpuOpt = typer.Option(None, "--cpu-limit", help="docker: Envoy's CPU limit in cores (CFS quota), e.g. 1 or 0.5; "
+                      "default none.")
+MemOpt = typer.Option(None, "--memory-limit", help="docker: Envoy's memory limit, bytes or 128Mi / 1Gi; default none.")
 StorageOpt = typer.Option("sqlite", help="Backend storage: sqlite | memory | redis.")
 RedisOpt = typer.Option(None, "--redis-url", help="Redis/Valkey for --storage redis (default: a throwaway "
                                                   "redis-server on loopback).")
@@ -131,6 +150,7 @@ def up(variant: str = VariantOpt, runtime: str = RuntimeOpt, storage: str = Stor
        redis_url: Optional[str] = RedisOpt, backend_replicas: int = ReplicasOpt,
        plugin_config: Optional[Path] = ConfigOpt, wasm: Optional[Path] = WasmOpt,
        concurrency: int = ConcOpt, log_level: str = LogOpt, fail_strategy: str = FailOpt,
+       cpu_limit: Optional[float] = CpuOpt, memory_limit: Optional[str] = MemOpt,
        foreground: bool = typer.Option(False, help="Stay attached; Ctrl-C stops everything.")) -> None:
     """Start upstream, backend and Envoy on loopback and print their addresses.
 
@@ -147,7 +167,8 @@ def up(variant: str = VariantOpt, runtime: str = RuntimeOpt, storage: str = Stor
             _fail(f"a stack is already up (see {STATE_FILE}); run `sp-istio-cache down` first")
         stop_detached(STATE_FILE)  # every process of the recorded stack is gone: a stale record
     spec = _spec(variant, runtime, storage, plugin_config, wasm, concurrency, log_level, fail_strategy=fail_strategy,
-                 redis_url=redis_url, backend_replicas=backend_replicas)
+                 redis_url=redis_url, backend_replicas=backend_replicas, cpu_limit=cpu_limit,
+                 memory_limit=memory_limit)
     _sigterm_as_exit()
     workdir = STATE_DIR / "run"
     stack = Stack(spec, workdir)
@@ -158,6 +179,7 @@ def up(variant: str = VariantOpt, runtime: str = RuntimeOpt, storage: str = Stor
     d = stack.describe()
     if not foreground:
         write_state(STATE_FILE, d)  # before printing: a closed stdout must not orphan the stack
+        procutil.keep_children_on_exit()  # the recorded stack outlives this command; `down` stops it
     for key in ("listener", "admin", "backend", "upstream", "envoy_log"):
         if d[key]:
             console.print(f"{key:9} {d[key]}", soft_wrap=True)
@@ -215,13 +237,15 @@ def smoke(size: int = typer.Option(65536, min=0, help="Response body size in byt
           runtime: str = RuntimeOpt, storage: str = StorageOpt, redis_url: Optional[str] = RedisOpt,
           backend_replicas: int = ReplicasOpt,
           plugin_config: Optional[Path] = ConfigOpt, wasm: Optional[Path] = WasmOpt,
-          fail_strategy: str = FailOpt) -> None:
+          fail_strategy: str = FailOpt, cpu_limit: Optional[float] = CpuOpt,
+          memory_limit: Optional[str] = MemOpt) -> None:
     """Start a fresh stack, GET /bytes/SIZE twice (MISS, then HIT) and print a one-line verdict."""
     from .smoke import run_smoke
     from .stack import Stack
 
     spec = _spec("filter", runtime, storage, plugin_config, wasm, 2, "info", fit_response_bytes=size,
-                 fail_strategy=fail_strategy, redis_url=redis_url, backend_replicas=backend_replicas)
+                 fail_strategy=fail_strategy, redis_url=redis_url, backend_replicas=backend_replicas,
+                 cpu_limit=cpu_limit, memory_limit=memory_limit)
     _sigterm_as_exit()
     try:
         with Stack(spec) as stack:

@@ -1,17 +1,54 @@
 """Child processes that always end: start in their own session, stop the whole group.
 
 Used by the Envoy local runtime and the Python services, so no Envoy or server outlives the
-workbench, a failed test or Ctrl-C.
+workbench, a failed test or Ctrl-C. A Ctrl-C can land while ``subprocess.Popen`` is still
+returning, before any caller holds the handle; so at exit every child of this process that leads
+its own group (what :func:`spawn` starts) is stopped too, unless :func:`keep_children_on_exit` said
+otherwise (``up`` leaves its stack running on purpose).
 """
 
 from __future__ import annotations
 
+import atexit
+import contextlib
 import os
 import signal
 import subprocess
 import time
+from collections.abc import Callable
 from pathlib import Path
 from typing import Self
+
+import psutil
+
+_keep_children = False
+_exit_hooks: list[Callable[[], object]] = []
+
+
+def keep_children_on_exit() -> None:
+    """Leave every child running when this process exits (a detached ``up`` stack)."""
+    global _keep_children
+    _keep_children = True
+
+
+def on_exit(hook: Callable[[], object]) -> None:
+    """Run ``hook`` at exit, before the children are stopped, unless :func:`keep_children_on_exit`
+    was called (e.g. removing this process's containers). A hook that raises is ignored."""
+    _exit_hooks.append(hook)
+
+
+@atexit.register
+def _stop_children_at_exit() -> None:
+    if _keep_children:
+        return
+    for hook in _exit_hooks:
+        with contextlib.suppress(Exception):
+            hook()
+    with contextlib.suppress(psutil.Error):
+        for child in psutil.Process().children():
+            with contextlib.suppress(OSError):
+                if os.getpgid(child.pid) == child.pid:  # started by spawn(): its own session
+                    terminate_group(child.pid, grace_s=2.0)
 
 
 def spawn(argv: list[str], log_path: Path, env: dict[str, str] | None = None,

@@ -17,7 +17,7 @@ from pathlib import Path
 from typing import Any
 from urllib.parse import urlsplit
 
-from . import envoyconf, procutil
+from . import envoyconf, pluginconfig, procutil
 from .paths import DIST_WASM, FILTER_DIR
 from .runtime import EnvoyRuntime, get_runtime
 from .services import RedisServer, ServiceProcess, backend_service, new_secret, upstream_service
@@ -209,9 +209,12 @@ class Stack:
         key_file = self.workdir / "backend.key"
         key_file.touch(mode=0o600)
         key_file.write_text(self.backend_key + "\n")
+        # the backend keeps as many variants per key as the filter does (docs/backend.md)
+        max_variants = self.spec.plugin_config.get("max_variants", pluginconfig.defaults()["max_variants"])
         for index in range(self.spec.backend_replicas):
             backend = backend_service(self.workdir, storage=self.spec.storage, redis_url=redis_url,
-                                      key_file=key_file, name="backend" if index == 0 else f"backend-{index + 1}")
+                                      key_file=key_file, name="backend" if index == 0 else f"backend-{index + 1}",
+                                      extra_args=["--max-variants", str(max_variants)])
             self.backends.append(backend)
             backend.start()
 

@@ -16,6 +16,11 @@ from sp_istio_cache.cli import app
     (["smoke", "--storage", "sqlite", "--redis-url", "redis://127.0.0.1:1/0"],
      "error: --redis-url is for --storage redis, not sqlite"),
     (["smoke", "--storage", "valkey"], "error: unknown storage 'valkey'; known: memory, redis, sqlite"),
+    (["up", "--cpu-limit", "1"],
+     "error: --cpu-limit and --memory-limit need --runtime docker (a local Envoy process has no quota)"),
+    (["smoke", "--runtime", "docker", "--cpu-limit", "0"], "error: --cpu-limit must be > 0 cores, got 0.0"),
+    (["smoke", "--runtime", "docker", "--memory-limit", "lots"],
+     "error: --memory-limit: memory limit 'lots' is not a quantity like 134217728, '128Mi' or '1Gi'"),
     (["bench", "--storage", "memory", "--backend-replicas", "2", "--variants", "filter"],
      "error: flags: matrix: backend_replicas: must be >= 1, and 1 with storage memory (private to a process)"),
 ])

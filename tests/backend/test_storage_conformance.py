@@ -185,3 +185,24 @@ def test_closed_store_refuses_calls(make_storage, name, t0):
         store.lookup(K1, t0)
     with pytest.raises(RuntimeError, match="closed"):
         store.insert(K1, "", b"x", t0 + 1, t0)
+
+
+def test_a_key_keeps_at_most_max_variants_those_that_expire_last(make_storage, name, t0):
+    """A client that sends a new value of a Vary-nominated header on every request cannot grow a
+    key (and so every lookup answer of it) past max_variants."""
+    store = make_storage(name, max_variants=3)
+    variants = [f"{i:064x}" for i in range(6)]
+    for i, variant in enumerate(variants[:3]):
+        assert store.insert(K1, variant, b"v%d" % i, t0 + 60 + i, t0 + 1 + i) == 0
+    assert store.insert(K1, variants[3], b"v3", t0 + 100, t0 + 4) == 1  # v0 expires first: it goes
+    assert sorted(store.lookup(K1, t0 + 5)) == [b"v1", b"v2", b"v3"]
+    assert store.insert(K1, variants[4], b"v4", t0 + 30, t0 + 6) == 1  # the new one stays, v1 goes
+    assert sorted(store.lookup(K1, t0 + 7)) == [b"v2", b"v3", b"v4"]
+    assert store.insert(K1, variants[2], b"v2'", t0 + 90, t0 + 8) == 0  # a replacement adds none
+    stats = store.stats()
+    assert (stats.entries, stats.bytes, stats.evicted) == (3, 7, 2)  # v2' v3 v4
+
+
+def test_max_variants_out_of_range_is_refused(name, tmp_path):
+    with pytest.raises(ValueError, match=r"max_variants must be 1\.\.64, got 65"):
+        create_storage(name, **({"path": tmp_path / "x"} if name == "sqlite" else {}), max_variants=65)

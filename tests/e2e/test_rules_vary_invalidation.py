@@ -125,3 +125,19 @@ def test_location_and_content_location_of_an_unsafe_response_are_invalidated_on_
     after = fetch(rule_stack, target)
     assert (after.cache, after.body) == ("MISS" if invalidated else "HIT", stored.body)
     assert d.upstream(f"/bytes/{n}") == (1 if invalidated else 0)
+
+
+def test_a_key_keeps_at_most_max_variants_whatever_header_values_clients_send(make_stack):
+    """A client that sends a new value of a Vary-nominated header on every request cannot grow
+    the key: the backend keeps max_variants variants (the stack passes the filter's value), so a
+    lookup answer never holds more."""
+    stack = make_stack(variant="filter", plugin_config={"max_variants": 2, "l1_max_bytes": 0})
+    path = "/bytes/2048?" + query(("vary", "X-V"), FRESH, ("seed", "many-variants"))
+    for i in range(6):
+        assert fetch(stack, path, headers=[("X-V", str(i))]).cache == "MISS"
+        settle(stack)
+    stats = stack.backend_stats()
+    assert (stats["entries"], stats["evicted"], stats["stores"]) == (2, 4, 6)
+    # the two newest stay (equal lifetimes: those stored last expire last), the older ones are gone
+    assert [fetch(stack, path, headers=[("X-V", str(i))]).cache for i in (5, 4)] == ["HIT", "HIT"]
+    assert fetch(stack, path, headers=[("X-V", "0")]).cache == "MISS"

@@ -267,3 +267,25 @@ def test_bad_envoy_path_fails_the_report_naming_the_smoke_step(tmp_path):
     assert (run / "02_smoke.ipynb").exists()
     doc = json.loads((run / "report.json").read_text())
     assert doc["steps"][1]["status"] == "failed" and doc["status"] == "failed"
+
+
+@pytest.mark.parametrize("override, message", [
+    ({"users": "abc"}, r"report parameters: users: Input should be a valid integer"),
+    ({"sidecar_memory_limit": "lots"},
+     r"report parameters: sidecar_memory_limit: memory limit 'lots' is not a quantity"),
+    ({"sidecar_cpu_limit": 0}, r"report parameters: sidecar_cpu_limit: 0 is not a number of cores > 0"),
+])
+def test_a_bad_benchmark_value_is_refused_before_any_step_runs(tmp_path, override, message):
+    """Caught up front (exit 2), not by step 03 after the build and the smoke test ran."""
+    with pytest.raises(params.ParamsError, match=message):
+        run_report({**params.load("quick"), **override}, tmp_path / "reports", progress="none")
+    assert not (tmp_path / "reports").exists()  # nothing ran, no report directory
+
+
+def test_every_named_parameter_set_passes_the_up_front_check(tmp_path):
+    from sp_istio_cache.report.bench_step import check_parameters
+    from sp_istio_cache.report.notebooks import materialize
+
+    declared = declared_parameters(materialize(source_path("03_benchmark_matrix"), tmp_path))
+    for name in params.named_sets():
+        check_parameters(**{k: v for k, v in params.load(name).items() if k in declared and k != "out_dir"})

@@ -26,6 +26,8 @@ from .settings import DEFAULT_MAX_BODY, DEFAULT_MAX_RETAIN_S, KEY_ENV, check_key
 from .storage import (
     DEFAULT_MAX_BYTES,
     DEFAULT_MAX_ENTRIES,
+    DEFAULT_MAX_VARIANTS,
+    MAX_VARIANTS,
     StorageUnavailable,
     create_storage,
     storage_class,
@@ -53,6 +55,9 @@ def parse_args(argv: list[str] | None = None) -> argparse.Namespace:
                    help=f"most bytes of stored spans, LRU eviction beyond (default {DEFAULT_MAX_BYTES})")
     p.add_argument("--max-entries", type=int, default=DEFAULT_MAX_ENTRIES,
                    help=f"most stored entries, LRU eviction beyond (default {DEFAULT_MAX_ENTRIES})")
+    p.add_argument("--max-variants", type=int, default=DEFAULT_MAX_VARIANTS,
+                   help=f"most variants (Vary) kept per key, those that expire first dropped beyond; set it to "
+                        f"the filter's max_variants (1..{MAX_VARIANTS}, default {DEFAULT_MAX_VARIANTS})")
     p.add_argument("--key", help=f"the backend key (visible in the process list: prefer --key-file or ${KEY_ENV})")
     p.add_argument("--key-file", type=Path, help="file holding the backend key (one line; e.g. a mounted Secret)")
     p.add_argument("--allow-anonymous", action="store_true",
@@ -101,7 +106,8 @@ def resolve_key(args: argparse.Namespace) -> tuple[str | None, str]:
 
 def storage_options(args: argparse.Namespace) -> dict[str, Any]:
     """Keyword options of :func:`create_storage` for the chosen storage."""
-    options: dict[str, Any] = {"max_bytes": args.max_bytes, "max_entries": args.max_entries}
+    options: dict[str, Any] = {"max_bytes": args.max_bytes, "max_entries": args.max_entries,
+                               "max_variants": args.max_variants}
     if args.storage == "sqlite":
         options["path"] = args.db
     elif args.storage == "redis":
@@ -123,6 +129,8 @@ def check_usage(args: argparse.Namespace) -> None:
     for name in ("max_bytes", "max_entries", "max_body_bytes"):
         if getattr(args, name) < 1:
             raise UsageError(f"--{name.replace('_', '-')} must be >= 1, got {getattr(args, name)}")
+    if not 1 <= args.max_variants <= MAX_VARIANTS:
+        raise UsageError(f"--max-variants must be 1..{MAX_VARIANTS}, got {args.max_variants}")
     if args.max_retain_seconds < 0:
         raise UsageError(f"--max-retain-seconds must be >= 0, got {args.max_retain_seconds}")
 

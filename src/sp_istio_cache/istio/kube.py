@@ -62,20 +62,21 @@ def _resources(b: BackendParams) -> dict[str, Any]:
     return {"requests": {"cpu": b.cpu_request, "memory": b.memory_request}, "limits": limits}
 
 
-def deployment(b: BackendParams, secret: str) -> dict[str, Any]:
-    """The backend Deployment: non-root, read-only root filesystem, no capabilities, seccomp
-    RuntimeDefault; probes on ``/healthz``; the backend key from ``secret`` (env
-    ``SP_CACHE_BACKEND_KEY``); ``--storage redis`` so every replica shares one store. The pod
-    template's ``prometheus.io/*`` annotations let Istio merge the backend's ``/metrics`` into the
-    sidecar's scrape endpoint (port 15020), so Prometheus never needs to pass the
-    AuthorizationPolicy."""
+def deployment(b: BackendParams, secret: str, max_variants: int) -> dict[str, Any]:
+    """The backend Deployment, keeping ``max_variants`` variants per key (the filter's value):
+    non-root, read-only root filesystem, no capabilities, seccomp RuntimeDefault; probes on
+    ``/healthz``; the backend key from ``secret`` (env ``SP_CACHE_BACKEND_KEY``); ``--storage
+    redis`` so every replica shares one store. The pod template's ``prometheus.io/*`` annotations
+    let Istio merge the backend's ``/metrics`` into the sidecar's scrape endpoint (port 15020), so
+    Prometheus never needs to pass the AuthorizationPolicy."""
     env = [secret_env(BACKEND_KEY_ENV, secret, SECRET_BACKEND_KEY)]
     if b.redis_url_from_secret:
         env.append(secret_env(REDIS_URL_ENV, secret, SECRET_REDIS_URL))
     probe = {"httpGet": {"path": HEALTH_PATH, "port": "http"}, "timeoutSeconds": 2, "failureThreshold": 3}
     container = {
         "name": "backend", "image": b.image, "imagePullPolicy": b.image_pull_policy,
-        "args": ["--host", "0.0.0.0", "--port", str(b.port), "--storage", "redis", "--redis-url", redis_argument(b)],
+        "args": ["--host", "0.0.0.0", "--port", str(b.port), "--storage", "redis", "--redis-url", redis_argument(b),
+                 "--max-variants", str(max_variants)],
         "env": env,
         "ports": [{"name": "http", "containerPort": b.port, "protocol": "TCP"}],
         "readinessProbe": {**probe, "periodSeconds": 5},
@@ -118,9 +119,9 @@ def pod_disruption_budget(b: BackendParams) -> dict[str, Any]:
             "spec": {"maxUnavailable": 1, "selector": {"matchLabels": dict(b.pod_labels)}}}
 
 
-def backend_resources(b: BackendParams, secret: str) -> list[dict[str, Any]]:
+def backend_resources(b: BackendParams, secret: str, max_variants: int) -> list[dict[str, Any]]:
     """ServiceAccount, Deployment, Service, PodDisruptionBudget, in apply order."""
-    return [service_account(b), deployment(b, secret), service(b), pod_disruption_budget(b)]
+    return [service_account(b), deployment(b, secret, max_variants), service(b), pod_disruption_budget(b)]
 
 
 def sidecar_env_container(p: IstioParams, env: list[tuple[str, str]]) -> dict[str, Any]:

@@ -244,7 +244,8 @@ def _build(p: IstioParams, sha256: str | None, config: dict[str, Any], kinds: li
     docs: dict[str, list[dict[str, Any]]] = {}
     if p.backend_url is None:
         docs["namespace.yaml"] = [kube.namespace(p.backend)]
-        docs["backend.yaml"] = kube.backend_resources(p.backend, p.secret_name)
+        max_variants = config.get("max_variants", pluginconfig.defaults()["max_variants"])
+        docs["backend.yaml"] = kube.backend_resources(p.backend, p.secret_name, max_variants)
         docs["authorizationpolicy.yaml"] = [mesh.authorization_policy(p)]
     else:
         if p.service_entry:

@@ -40,23 +40,53 @@ def benchmark_step(out_dir: str | Path, *, matrix_file: str = "", runtime: str =
         StepError: no repetition measured anything.
     """
     from ..bench.runner import run_matrix
-    from ..bench.scenario import SYNTHETIC_KEYS, matrix_from, read_matrix_file
     from .runtime_choice import runtime_for
 
     out = Path(out_dir)
     choice = runtime_for(out, runtime, sidecar_cpu_limit, sidecar_memory_limit)
-    base = read_matrix_file(Path(matrix_file)) if matrix_file else {}
-    given = {k: v for k, v in parameters.items() if v not in ("", {}, None)}
-    if given.get("profile") or given.get("upstream"):
-        dropped = [*SYNTHETIC_KEYS, *(["upstream_delay_ms"] if given.get("upstream") else [])]
-        given = {k: v for k, v in given.items() if k not in dropped}
-    given.update(runtime=choice.name, runtime_options=dict(choice.options) or None)
-    matrix = matrix_from(given, "report parameters", base=base)
+    matrix = _matrix(parameters, matrix_file, choice.name, dict(choice.options) or None)
     try:
         run_matrix(matrix, out / "bench", progress="lines")
     finally:
         prune_cache_databases(out / "bench")
     return read_step(out, out / "bench")
+
+
+def _matrix(parameters: dict[str, Any], matrix_file: str, runtime: str,
+            runtime_options: dict[str, Any] | None) -> Any:
+    from ..bench.scenario import SYNTHETIC_KEYS, matrix_from, read_matrix_file
+
+    base = read_matrix_file(Path(matrix_file)) if matrix_file else {}
+    given = {k: v for k, v in parameters.items() if v not in ("", {}, None)}
+    if given.get("profile") or given.get("upstream"):
+        dropped = [*SYNTHETIC_KEYS, *(["upstream_delay_ms"] if given.get("upstream") else [])]
+        given = {k: v for k, v in given.items() if k not in dropped}
+    given.update(runtime=runtime, runtime_options=runtime_options)
+    return matrix_from(given, "report parameters", base=base)
+
+
+def check_parameters(*, matrix_file: str = "", runtime: str = "auto", sidecar_cpu_limit: float = 1.0,
+                     sidecar_memory_limit: int | str = "128Mi", run_dir: str = "", **parameters: Any) -> None:
+    """Refuse the benchmark step's parameters before the report starts anything (the same checks
+    :func:`benchmark_step` makes, with the local runtime so that no engine is asked).
+
+    Raises:
+        ScenarioError: a bad matrix value or sidecar limit, naming the key.
+    """
+    from ..bench.scenario import ScenarioError
+    from ..runtime.docker import parse_memory
+
+    if runtime not in ("auto", "local", "docker"):
+        raise ScenarioError(f"report parameters: runtime: {runtime!r} is not one of auto, local, docker")
+    if not isinstance(sidecar_cpu_limit, int | float) or sidecar_cpu_limit <= 0:
+        raise ScenarioError(f"report parameters: sidecar_cpu_limit: {sidecar_cpu_limit!r} is not a number of "
+                            "cores > 0")
+    try:
+        parse_memory(sidecar_memory_limit)
+    except ValueError as exc:
+        raise ScenarioError(f"report parameters: sidecar_memory_limit: {exc}") from None
+    if not run_dir:
+        _matrix(parameters, matrix_file, "local", None)
 
 
 def read_step(out_dir: str | Path, run_dir: str | Path) -> tuple[RunData, list[Path], list[str]]:

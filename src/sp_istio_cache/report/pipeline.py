@@ -34,7 +34,7 @@ import yaml
 
 from .kernel import KERNEL_NAME, ensure_kernel
 from .notebooks import NOTEBOOKS, materialize, source_path
-from .params import split_by_notebook
+from .params import ParamsError, split_by_notebook
 from .progress import BenchWatch, Progress, bench_guess_s
 from .status import Report, StepResult, conclude, write_report_json
 
@@ -227,6 +227,23 @@ def _sigterm_handler(*_: Any) -> None:
     raise Interrupted()
 
 
+def _check_bench_parameters(parameters: dict[str, Any] | None) -> None:
+    """A bad benchmark parameter is refused before the build and smoke steps run, not minutes later.
+
+    Raises:
+        ParamsError: naming the key.
+    """
+    if not parameters:
+        return
+    from ..bench.scenario import ScenarioError
+    from .bench_step import check_parameters
+
+    try:
+        check_parameters(**{k: v for k, v in parameters.items() if k not in INJECTED})
+    except ScenarioError as exc:
+        raise ParamsError(str(exc)) from None
+
+
 def run_report(params: dict[str, Any], out_root: Path, *, notebooks: Sequence[Path] | None = None,
                only: Sequence[str] | None = None, kernel_name: str = KERNEL_NAME, console: Any = None,
                params_source: str = "", progress: str = "auto") -> Report:
@@ -258,6 +275,7 @@ def run_report(params: dict[str, Any], out_root: Path, *, notebooks: Sequence[Pa
         sources = [materialize(p, Path(tmp)) for p in paths]
         declared = {s.stem: declared_parameters(s) - set(INJECTED) for s in sources}
         per_notebook = split_by_notebook(params, declared)
+        _check_bench_parameters(per_notebook.get("03_benchmark_matrix"))
         out_root = Path(out_root).resolve()
         out_dir = _timestamp_dir(out_root)
         out_dir.mkdir(parents=True)

@@ -32,6 +32,7 @@ from typing import Any
 
 import yaml
 
+from .. import procutil
 from .base import EnvoyRuntime, EnvoyStartError
 from .image import MANAGED_LABEL, RuntimeUnavailable, docker_client, ensure_image
 
@@ -115,6 +116,18 @@ def remove_leftovers(client: Any = None, *, run_id: str | None = None, owner_pid
     return removed
 
 
+_exit_hook_registered = False
+
+
+def _remove_ours_at_exit() -> None:
+    """Have this process's containers removed when it exits (a Ctrl-C may land while the engine
+    is still answering ``containers.run``, before any caller holds the container)."""
+    global _exit_hook_registered
+    if not _exit_hook_registered:
+        _exit_hook_registered = True
+        procutil.on_exit(lambda: remove_leftovers(owner_pid=os.getpid()))
+
+
 def _alive(pid: str) -> bool:
     if not pid.isdigit():
         return False
@@ -178,6 +191,7 @@ class DockerRuntime(EnvoyRuntime):
         import docker.errors
 
         self.client = docker_client()
+        _remove_ours_at_exit()
         if self.image is None:
             self.image = ensure_image(self.envoy_path, self.client).tag
         self.workdir.mkdir(parents=True, exist_ok=True)

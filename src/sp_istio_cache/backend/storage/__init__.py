@@ -14,6 +14,8 @@ from typing import Any
 from .base import (
     DEFAULT_MAX_BYTES,
     DEFAULT_MAX_ENTRIES,
+    DEFAULT_MAX_VARIANTS,
+    MAX_VARIANTS,
     EntryTooLarge,
     Storage,
     StorageStats,
@@ -50,7 +52,7 @@ def storage_class(name: str) -> type[Storage]:
 def create_storage(name: str, **options: Any) -> Storage:
     """Create the storage registered as ``name`` with its keyword ``options``.
 
-    Every storage takes ``max_bytes`` and ``max_entries``; ``sqlite`` takes ``path`` (file, or
+    Every storage takes ``max_bytes``, ``max_entries`` and ``max_variants``; ``sqlite`` takes ``path`` (file, or
     ``":memory:"``); ``redis`` takes ``url`` and ``prefix``; ``memory`` nothing more. Call
     ``await storage.open()`` before use.
 
@@ -61,5 +63,6 @@ def create_storage(name: str, **options: Any) -> Storage:
     return storage_class(name)(**options)
 
 
-__all__ = ["DEFAULT_MAX_BYTES", "DEFAULT_MAX_ENTRIES", "EntryTooLarge", "Storage", "StorageStats",
+__all__ = ["DEFAULT_MAX_BYTES", "DEFAULT_MAX_ENTRIES", "DEFAULT_MAX_VARIANTS", "MAX_VARIANTS",
+           "EntryTooLarge", "Storage", "StorageStats",
            "StorageUnavailable", "create_storage", "storage_class", "storage_names"]

@@ -8,8 +8,11 @@ or ""); a key holds one entry per variant. Every implementation passes
 - ``lookup`` returns the span bytes of every variant of a key that is fresh at ``now``
   (``now < expires_at``), in no promised order, and makes the key most recently used;
 - ``insert`` replaces the entry with the same (key, variant), makes the key most recently used,
-  then evicts whole keys, least recently used first, until the store holds at most
-  ``max_entries`` entries and ``max_bytes`` bytes (the sum of the stored spans' lengths);
+  drops the key's other variants that expire first while it holds more than ``max_variants``
+  (every variant comes back on each lookup, so the cap bounds a lookup's answer: clients that
+  send a new value of a ``Vary``-nominated header on every request cannot grow it), then evicts
+  whole keys, least recently used first, until the store holds at most ``max_entries`` entries and
+  ``max_bytes`` bytes (the sum of the stored spans' lengths);
 - ``invalidate`` deletes every variant of each key; ``evict`` removes what expired.
 
 All calls are coroutines: each implementation keeps the event loop free in its own way (a worker
@@ -25,6 +28,10 @@ from dataclasses import dataclass
 #: default capacity of every storage: 512 MiB of spans, one million entries
 DEFAULT_MAX_BYTES = 512 * 1024 * 1024
 DEFAULT_MAX_ENTRIES = 1_000_000
+#: variants kept per key by default: the plugin config's ``max_variants`` default
+#: (filter/config.schema.json); at most :data:`MAX_VARIANTS`, what one lookup answer may hold
+DEFAULT_MAX_VARIANTS = 8
+MAX_VARIANTS = 64
 
 
 class EntryTooLarge(ValueError):
@@ -62,19 +69,24 @@ class Storage(abc.ABC):
     Args:
         max_bytes: most bytes of spans held at once (>= 1).
         max_entries: most entries held at once (>= 1).
+        max_variants: most variants held per key (1..64; the filter's ``max_variants``).
 
     Raises:
-        ValueError: a limit below 1.
+        ValueError: a limit below 1, or ``max_variants`` above 64.
     """
 
     #: whether several processes may share this storage (SQLite file, Redis: yes; memory: no)
     shared: bool = True
 
-    def __init__(self, *, max_bytes: int = DEFAULT_MAX_BYTES, max_entries: int = DEFAULT_MAX_ENTRIES) -> None:
+    def __init__(self, *, max_bytes: int = DEFAULT_MAX_BYTES, max_entries: int = DEFAULT_MAX_ENTRIES,
+                 max_variants: int = DEFAULT_MAX_VARIANTS) -> None:
         if max_bytes < 1 or max_entries < 1:
             raise ValueError(f"storage limits must be >= 1, got max_bytes={max_bytes} max_entries={max_entries}")
+        if not 1 <= max_variants <= MAX_VARIANTS:
+            raise ValueError(f"max_variants must be 1..{MAX_VARIANTS}, got {max_variants}")
         self.max_bytes = int(max_bytes)
         self.max_entries = int(max_entries)
+        self.max_variants = int(max_variants)
 
     def check_size(self, span: bytes) -> None:
         """Raise :class:`EntryTooLarge` when ``span`` alone exceeds ``max_bytes``."""
@@ -95,7 +107,8 @@ class Storage(abc.ABC):
     @abc.abstractmethod
     async def insert(self, key: str, variant: str, span: bytes, expires_at: float, now: float) -> int:
         """Store ``span`` as (key, variant) until ``expires_at``, replacing any entry with the same
-        pair; ``now`` is the time of use for LRU. Return how many entries were evicted to make room.
+        pair; ``now`` is the time of use for LRU. Return how many entries were evicted to make room
+        (other variants of the key past ``max_variants`` included).
 
         Raises:
             EntryTooLarge: ``len(span) > max_bytes``.

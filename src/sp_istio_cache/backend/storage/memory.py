@@ -57,6 +57,11 @@ class MemoryStorage(Storage):
         self._bytes += len(span)
         self._keys.move_to_end(key)
         evicted = 0
+        others = sorted((v for v in variants if v != variant), key=lambda v: (-variants[v][1], v))
+        for victim in others[self.max_variants - 1:]:  # keep those that expire last
+            self._bytes -= len(variants.pop(victim)[0])
+            self._entries -= 1
+            evicted += 1
         while self._entries > self.max_entries or self._bytes > self.max_bytes:
             evicted += self._drop(next(iter(self._keys)))
         self._evicted += evicted

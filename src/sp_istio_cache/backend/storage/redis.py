@@ -56,7 +56,7 @@ class RedisStorage(Storage):
         prefix: start of every key name, so several caches can share one server.
         socket_timeout_s: most seconds a call waits for the server (then StorageUnavailable).
         sweep_batch: keys examined per script call when sweeping expired entries.
-        max_bytes, max_entries: see :class:`Storage`.
+        max_bytes, max_entries, max_variants: see :class:`Storage`.
     """
 
     def __init__(self, url: str = DEFAULT_URL, *, prefix: str = DEFAULT_PREFIX, socket_timeout_s: float = 2.0,
@@ -136,7 +136,8 @@ class RedisStorage(Storage):
         value = expires_ms.to_bytes(_EXPIRY_BYTES, "big") + span
         evicted, _ = await self._call("insert", self._insert(
             keys=[*self._meta, self._entry_key(key)],
-            args=[key, variant, value, expires_ms, repr(now), self.max_bytes, self.max_entries, self.prefix]))
+            args=[key, variant, value, expires_ms, repr(now), self.max_bytes, self.max_entries, self.prefix,
+                  self.max_variants]))
         return int(evicted)
 
     async def invalidate(self, keys: Sequence[str]) -> int:

@@ -33,7 +33,8 @@ end
 """
 
 #: KEYS: lru sizes counts totals e:key; ARGV: key variant value expires_ms now max_bytes max_entries prefix
-#: returns {evicted, expired}
+#: max_variants; returns {evicted, expired}. Past max_variants, the key's other variants that expire
+#: first go (counted as evicted).
 INSERT = _COMMON + """
 local ekey = KEYS[5]
 local key, variant, value = ARGV[1], ARGV[2], ARGV[3]
@@ -54,6 +55,29 @@ redis.call('HINCRBY', counts, key, new_entries)
 redis.call('HINCRBY', totals, 'entries', new_entries)
 redis.call('HINCRBY', totals, 'bytes', new_bytes)
 redis.call('ZADD', lru, 'GT', ARGV[5], key)
+local max_variants = tonumber(ARGV[9])
+if new_entries == 1 and tonumber(redis.call('HGET', counts, key)) > max_variants then
+  local fields = redis.call('HGETALL', ekey)
+  local others = {}
+  for j = 1, #fields, 2 do
+    if fields[j] ~= variant then
+      others[#others + 1] = {fields[j], expiry(fields[j + 1]), string.len(fields[j + 1]) - 8}
+    end
+  end
+  table.sort(others, function(a, b)
+    if a[2] ~= b[2] then return a[2] < b[2] end
+    return a[1] > b[1]
+  end)
+  local drop = (#others + 1) - max_variants
+  for j = 1, drop do
+    redis.call('HDEL', ekey, others[j][1])
+    redis.call('HINCRBY', sizes, key, -others[j][3])
+    redis.call('HINCRBY', counts, key, -1)
+    redis.call('HINCRBY', totals, 'entries', -1)
+    redis.call('HINCRBY', totals, 'bytes', -others[j][3])
+    evicted = evicted + 1
+  end
+end
 while true do
   local entries = tonumber(redis.call('HGET', totals, 'entries') or '0')
   local bytes = tonumber(redis.call('HGET', totals, 'bytes') or '0')

@@ -124,7 +124,7 @@ class SqliteStorage(Storage):
             no sharing).
         busy_timeout_ms: how long a write waits for another process's write lock.
         touch_flush_s: most seconds a lookup's recency waits before it is written.
-        max_bytes, max_entries: see :class:`Storage`.
+        max_bytes, max_entries, max_variants: see :class:`Storage`.
 
     Raises:
         sqlite3.Error: the file cannot be opened or is not a database.
@@ -228,7 +228,10 @@ class SqliteStorage(Storage):
             " used = excluded.used, size = excluded.size",
             (key, variant, span, expires_at, now, len(span)))
         db.execute("UPDATE entries SET used = ? WHERE key = ? AND used < ?", (now, key, now))
-        evicted = 0
+        evicted = db.execute(
+            "DELETE FROM entries WHERE key = ? AND variant IN (SELECT variant FROM entries WHERE key = ?"
+            " AND variant != ? ORDER BY expires_at DESC, variant LIMIT -1 OFFSET ?)",
+            (key, key, variant, self.max_variants - 1)).rowcount
         while True:
             entries, size = db.execute("SELECT entries, bytes FROM totals").fetchone()
             if entries <= self.max_entries and size <= self.max_bytes:
