@@ -31,7 +31,7 @@ def test_the_real_pipeline_writes_every_file_and_refuses_two_repetitions(tmp_pat
     err = " ".join(out.stderr.split())
     assert out.returncode == 3, out.stdout + out.stderr
     # other reasons may join it on a busy machine (e.g. no_size_meets_budget): timings are not asserted
-    assert "report passed (exit 3): All 4 steps passed in " in err
+    assert "report refused (exit 3): All 4 steps passed in " in err
     assert ("but the recommendation was REFUSED (too_few_repetitions" in err
             and "fewer than 3 measured repetitions: baseline-p1024-b0-h0.9-d0-u8 (2), filter-p1024-b0-h0.9-d0-u8 (2), "
                 "floor-p1024-b0-u8 (2)" in err)

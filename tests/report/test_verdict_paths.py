@@ -69,7 +69,7 @@ def test_an_accepted_recommendation_exits_0_and_render_may_deploy_it(tmp_path, m
 def test_generator_limited_cells_refuse_with_exit_3(tmp_path, monkeypatch):
     code, err, env, run = report(tmp_path, monkeypatch, limited={("baseline", 64 * KIB)})
     assert code == 3, err
-    assert ("report partial (exit 3): Partial report: ran 04_size_limit_tuning (1 of 4 steps, all passed); "
+    assert ("report refused (exit 3): Partial report: ran 04_size_limit_tuning (1 of 4 steps, all passed); "
             f"{NOT_RUN}, but the recommendation was REFUSED (generator_limited): the load generator, not Envoy, "
             "bounded baseline-p65536-b0-h0-d0-u10 rep 2 (locust CPU warning)") in err
     assert (env["trusted"], env["verdict"]) == (False, "refused")
@@ -168,7 +168,7 @@ def test_gate_failures_outside_the_recommendation_exit_4(tmp_path, monkeypatch):
                        console=Console(file=io.StringIO()), err=Console(file=err, width=400))
     text = " ".join(err.getvalue().split())
     assert code == 4, text
-    assert ("report partial (exit 4): Partial report: ran 03_benchmark_matrix, 04_size_limit_tuning (2 of 4 steps, "
+    assert ("report failed the gate (exit 4): Partial report: ran 03_benchmark_matrix, 04_size_limit_tuning (2 of 4 steps, "
             "all passed); not run: 01_build_filter, 02_smoke, but 2 repetition(s) failed the gate: "
             "filter-p1048576-b0-h0-d0-u10 rep 2: 5.0% of 200 requests failed") in text
     run = (tmp_path / "reports" / "latest").resolve()

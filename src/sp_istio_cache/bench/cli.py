@@ -24,6 +24,7 @@ from typing import Any, NoReturn, Optional
 import typer
 from pydantic.fields import FieldInfo
 from rich.console import Console
+from rich.markup import escape
 
 from ..paths import DIST_WASM, REPO_ROOT
 from .scenario import Matrix, RuntimeOptions
@@ -35,7 +36,7 @@ profile_app = typer.Typer(help="Traffic profiles: import one from real traffic f
 
 
 def _fail(message: str, code: int = 1) -> NoReturn:
-    err.print(f"[bold red]error:[/] {message}", highlight=False, markup=True)
+    err.print(f"[bold red]error:[/] {escape(message)}", highlight=False, markup=True)
     raise typer.Exit(code)
 
 

@@ -16,6 +16,7 @@ from typing import NoReturn, Optional
 
 import typer
 from rich.console import Console
+from rich.markup import escape
 
 from .. import envoyconf, pluginconfig
 from ..paths import REPO_ROOT
@@ -28,7 +29,7 @@ err = Console(stderr=True, soft_wrap=True, highlight=False)
 
 
 def _fail(message: str, code: int) -> NoReturn:
-    err.print(f"[bold red]error:[/] {message}")
+    err.print(f"[bold red]error:[/] {escape(message)}")
     raise typer.Exit(code)
 
 

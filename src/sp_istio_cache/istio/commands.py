@@ -11,6 +11,7 @@ from typing import NoReturn, Optional
 
 import typer
 from rich.console import Console
+from rich.markup import escape
 
 from ..paths import DIST_WASM
 
@@ -25,7 +26,7 @@ deploy_app = typer.Typer(help="Apply, inspect, restart or remove the rendered ma
 
 
 def _fail(message: str, code: int = 1) -> NoReturn:
-    err.print(f"[bold red]error:[/] {message}", highlight=False)
+    err.print(f"[bold red]error:[/] {escape(message)}", highlight=False)
     raise typer.Exit(code)
 
 

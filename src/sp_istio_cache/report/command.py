@@ -11,7 +11,9 @@ from collections.abc import Sequence
 from pathlib import Path
 from typing import Any
 
-from .status import EXIT_OK
+from rich.markup import escape
+
+from .status import EXIT_GATE, EXIT_OK, EXIT_REFUSED
 
 EXIT_USAGE = 2
 
@@ -36,11 +38,13 @@ def run(params: str, overrides: Sequence[str], out: Path | None, *, only: str | 
                             kernel_name=kernel, console=err, params_source=params, progress=progress,
                             notebooks=notebooks)
     except (report_params.ParamsError, ReportError) as exc:
-        err.print(f"[bold red]error:[/] {exc}", highlight=False)
+        err.print(f"[bold red]error:[/] {escape(str(exc))}", highlight=False)
         return EXIT_USAGE
     console.print((report.out_dir / "summary.md").read_text(), highlight=False, markup=False, soft_wrap=True)
     style = "green" if report.exit_code == EXIT_OK else "bold red"
-    err.print(f"[{style}]report {report.status} (exit {report.exit_code}):[/] {report.headline}", highlight=False,
+    # the verdict, not the steps, decides the first word: "passed" beside exit 3 would read as a yes
+    word = {EXIT_REFUSED: "refused", EXIT_GATE: "failed the gate"}.get(report.exit_code, report.status)
+    err.print(f"[{style}]report {word} (exit {report.exit_code}):[/] {report.headline}", highlight=False,
               soft_wrap=True)
     err.print(f"report written to {report.out_dir}", highlight=False, soft_wrap=True)
     return report.exit_code
