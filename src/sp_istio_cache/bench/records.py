@@ -131,7 +131,8 @@ class ResourceSummary(_Model):
         memory_limit_bytes, cpu_limit_cores: docker limits.
         cpu_seconds: Envoy CPU time (user + system) over the load.
         cpu_throttled_seconds, cpu_throttled_periods, cpu_periods: docker CFS figures over the load.
-        backend_cpu_seconds, backend_rss_max_bytes: the cache backend process.
+        backend_cpu_seconds, backend_rss_max_bytes: the cache backend processes (CPU summed over the
+            replicas, RSS the largest replica's).
         upstream_cpu_seconds: the test upstream process.
         envoy_running_at_end: False when Envoy had ended by the end of the load.
     """

@@ -36,6 +36,7 @@ class _Watched:
     """A Python service process (backend or upstream) watched with psutil."""
 
     name: Literal["backend", "upstream"]
+    service: Any
     proc: psutil.Process | None
     cpu0: float | None = None
     rss_max: float | None = None
@@ -93,8 +94,11 @@ class ResourceSampler:
         self._rows: list[dict[str, Any]] = []
         self._stop = threading.Event()
         self._thread = threading.Thread(target=self._loop, name="resource-sampler", daemon=True)
-        self._watched = [_Watched(name, _process(getattr(self.stack, name)))
-                         for name in ("backend", "upstream") if getattr(self.stack, name) is not None]
+        # every backend replica (their CPU is summed), then the upstream
+        backends = list(getattr(self.stack, "backends", None) or [s for s in [self.stack.backend] if s is not None])
+        upstreams = [self.stack.upstream] if self.stack.upstream is not None else []
+        self._watched = [*(_Watched("backend", b, _process(b)) for b in backends),
+                         *(_Watched("upstream", u, _process(u)) for u in upstreams)]
         self._envoy0: dict[str, Any] = {}
         self._t0 = 0.0
         self.envoy_died_at_s: float | None = None
@@ -121,7 +125,7 @@ class ResourceSampler:
                 continue
             if not _alive(w.proc):
                 w.died_at_s = round(self._now(), 3)
-                popen = getattr(self.stack, w.name).proc
+                popen = w.service.proc
                 code = popen.poll() if popen is not None else None  # reaps it: the exit code
                 w.exit_detail = f"{w.name} exited" + (f" with code {code}" if code is not None else "")
                 continue
@@ -178,14 +182,19 @@ class ResourceSampler:
 
         runtime = self.stack.spec.runtime
         docker = runtime == "docker"
-        backend = next((w for w in self._watched if w.name == "backend"), None)
-        upstream = next((w for w in self._watched if w.name == "upstream"), None)
+        backends = [w for w in self._watched if w.name == "backend"]
+        upstreams = [w for w in self._watched if w.name == "upstream"]
 
-        def cpu_used(w: _Watched | None) -> float | None:
-            if w is None or w.cpu0 is None:
-                return None
-            now = self._cpu(w)
-            return now - w.cpu0 if now is not None else None
+        def cpu_used(group: list[_Watched]) -> float | None:
+            used = []
+            for w in group:
+                now = self._cpu(w) if w.cpu0 is not None else None
+                if now is None or w.cpu0 is None:
+                    return None
+                used.append(now - w.cpu0)
+            return sum(used) if used else None
+
+        backend_rss = [w.rss_max for w in backends if w.rss_max is not None]
 
         return ResourceSummary(
             samples=len(rows), interval_s=self.interval_s,
@@ -200,8 +209,8 @@ class ResourceSampler:
             cpu_throttled_seconds=delta("cpu_throttled_seconds") if docker else None,
             cpu_throttled_periods=delta("cpu_throttled_periods") if docker else None,
             cpu_periods=delta("cpu_periods") if docker else None,
-            backend_cpu_seconds=cpu_used(backend), backend_rss_max_bytes=backend.rss_max if backend else None,
-            upstream_cpu_seconds=cpu_used(upstream),
+            backend_cpu_seconds=cpu_used(backends), backend_rss_max_bytes=max(backend_rss) if backend_rss else None,
+            upstream_cpu_seconds=cpu_used(upstreams),
             envoy_running_at_end=bool(end.get("running", True)),
         )
 
