@@ -168,8 +168,8 @@ def test_gate_failures_outside_the_recommendation_exit_4(tmp_path, monkeypatch):
                        console=Console(file=io.StringIO()), err=Console(file=err, width=400))
     text = " ".join(err.getvalue().split())
     assert code == 4, text
-    assert ("report failed the gate (exit 4): Partial report: ran 03_benchmark_matrix, 04_size_limit_tuning (2 of 4 steps, "
-            "all passed); not run: 01_build_filter, 02_smoke, but 2 repetition(s) failed the gate: "
+    assert ("report failed the gate (exit 4): Partial report: ran 03_benchmark_matrix, 04_size_limit_tuning "
+            "(2 of 4 steps, all passed); not run: 01_build_filter, 02_smoke, but 2 repetition(s) failed the gate: "
             "filter-p1048576-b0-h0-d0-u10 rep 2: 5.0% of 200 requests failed") in text
     run = (tmp_path / "reports" / "latest").resolve()
     assert json.loads((run / "recommended_plugin_config.json").read_text())["trusted"] is True
