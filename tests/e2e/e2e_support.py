@@ -117,18 +117,26 @@ def header_names(headers: Iterable[Sequence[str]]) -> list[str]:
 
 
 def settle(stack, timeout_s: float = 5.0) -> None:
-    """Wait until every store and invalidation the filter sent has been answered by the backend
-    (so a late store of one test never lands in the next test's deltas)."""
+    """Wait until no request is open in Envoy and every store and invalidation the filter sent
+    has been answered by the backend (so a late store of one test never lands in the next test's
+    deltas). Streams first: a client has a Content-Length body as soon as its last byte is
+    forwarded, while the filter may see the end of the stream (and queue its store) a callback
+    later."""
     deadline = time.monotonic() + timeout_s
     while True:
-        f, b = stack.filter_stats(), stack.backend_stats()
+        envoy = stack.envoy.stats()
+        active = sum(v for k, v in envoy.items() if k.startswith("http.") and not k.startswith("http.admin.")
+                     and k.endswith(".downstream_rq_active"))
+        f = {k.removeprefix("wasmcustom."): v for k, v in envoy.items() if k.startswith("wasmcustom.")}
+        b = stack.backend_stats()
         stores_open = (f.get("sp_cache.stores_queued", 0) + f.get("sp_cache.store_sent", 0) - b["stores"]
                        - f.get("sp_cache.store_failed", 0))
         inval_open = f.get("sp_cache.invalidate_sent", 0) - b["invalidations"] - f.get("sp_cache.invalidate_failed", 0)
-        if stores_open <= 0 and inval_open <= 0:
+        if active <= 0 and stores_open <= 0 and inval_open <= 0:
             return
         if time.monotonic() > deadline:
-            raise TimeoutError(f"{stores_open} stores and {inval_open} invalidations still in flight")
+            raise TimeoutError(f"{active} requests open in Envoy, {stores_open} stores and {inval_open} "
+                               "invalidations still in flight")
         time.sleep(0.02)
 
 

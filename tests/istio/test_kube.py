@@ -31,7 +31,8 @@ def test_backend_deployment_is_hardened_and_probed(params):
     (c,) = pod["containers"]
     assert c["image"] == "sp-istio-cache-backend:0.1.0"
     assert c["args"] == ["--host", "0.0.0.0", "--port", "8080", "--storage", "redis",
-                         "--redis-url", "redis://sp-cache-redis.sp-system.svc.cluster.local:6379/0"]
+                         "--redis-url", "redis://sp-cache-redis.sp-system.svc.cluster.local:6379/0",
+                         "--max-variants", "8"]  # the plugin config's max_variants
     assert c["securityContext"] == {"runAsNonRoot": True, "runAsUser": 10001, "runAsGroup": 10001,
                                     "allowPrivilegeEscalation": False, "readOnlyRootFilesystem": True,
                                     "capabilities": {"drop": ["ALL"]}, "seccompProfile": {"type": "RuntimeDefault"}}
@@ -59,7 +60,7 @@ def test_service_pdb_namespace(params):
 def test_redis_url_from_the_secret(params):
     c = _backend(r.render(params(backend=BackendParams(redis_url_from_secret=True))))["Deployment"][
         "spec"]["template"]["spec"]["containers"][0]
-    assert c["args"][-2:] == ["--redis-url", "$(SP_CACHE_REDIS_URL)"]
+    assert c["args"][-4:] == ["--redis-url", "$(SP_CACHE_REDIS_URL)", "--max-variants", "8"]
     assert c["env"][1] == {"name": "SP_CACHE_REDIS_URL",
                            "valueFrom": {"secretKeyRef": {"name": "sp-istio-cache-keys", "key": "redis-url"}}}
 
