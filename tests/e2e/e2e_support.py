@@ -18,6 +18,7 @@ from collections.abc import Iterable, Sequence
 from functools import cache
 from pathlib import Path
 
+from sp_istio_cache.envoyconf import BACKEND_CLUSTER
 from sp_istio_cache.httpclient import Reply
 from sp_istio_cache.paths import REPO_ROOT
 
@@ -117,26 +118,26 @@ def header_names(headers: Iterable[Sequence[str]]) -> list[str]:
 
 
 def settle(stack, timeout_s: float = 5.0) -> None:
-    """Wait until no request is open in Envoy and every store and invalidation the filter sent
-    has been answered by the backend (so a late store of one test never lands in the next test's
-    deltas). Streams first: a client has a Content-Length body as soon as its last byte is
-    forwarded, while the filter may see the end of the stream (and queue its store) a callback
-    later."""
+    """Wait until nothing of the filter's is pending in Envoy: no request open, no store queued in
+    the filter's batch, no callout to the backend cluster active or pending. Then every store and
+    invalidation the filter made has been answered (so a late store of one test never lands in
+    the next test's deltas). Read from Envoy alone: the backend's own counters also move for
+    entries a test plants through its API. Streams count too: a client has a Content-Length body
+    as soon as its last byte is forwarded, while the filter may see the end of the stream (and
+    queue its store) a callback later."""
     deadline = time.monotonic() + timeout_s
     while True:
         envoy = stack.envoy.stats()
-        active = sum(v for k, v in envoy.items() if k.startswith("http.") and not k.startswith("http.admin.")
-                     and k.endswith(".downstream_rq_active"))
-        f = {k.removeprefix("wasmcustom."): v for k, v in envoy.items() if k.startswith("wasmcustom.")}
-        b = stack.backend_stats()
-        stores_open = (f.get("sp_cache.stores_queued", 0) + f.get("sp_cache.store_sent", 0) - b["stores"]
-                       - f.get("sp_cache.store_failed", 0))
-        inval_open = f.get("sp_cache.invalidate_sent", 0) - b["invalidations"] - f.get("sp_cache.invalidate_failed", 0)
-        if active <= 0 and stores_open <= 0 and inval_open <= 0:
+        open_requests = sum(v for k, v in envoy.items() if k.startswith("http.") and not k.startswith("http.admin.")
+                            and k.endswith(".downstream_rq_active"))
+        queued = envoy.get("wasmcustom.sp_cache.stores_queued", 0)
+        callouts = sum(envoy.get(f"cluster.{BACKEND_CLUSTER}.{name}", 0)
+                       for name in ("upstream_rq_active", "upstream_rq_pending_active"))
+        if open_requests <= 0 and queued <= 0 and callouts <= 0:
             return
         if time.monotonic() > deadline:
-            raise TimeoutError(f"{active} requests open in Envoy, {stores_open} stores and {inval_open} "
-                               "invalidations still in flight")
+            raise TimeoutError(f"{open_requests} requests open in Envoy, {queued} stores queued, "
+                               f"{callouts} backend callouts in flight")
         time.sleep(0.02)
 
 
